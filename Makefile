@@ -1,0 +1,46 @@
+# rayguard: two commands do everything on a fresh Debian machine.
+#   make test   installs what the tests need (venv, pip packages, redis-server) and runs them
+#   make demo   shows rayguard on this machine
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: test demo deps redis-server clean unit kind-up e2e
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing Python packages into $(VENV) (log: $(VENV)/install.log)"
+	@$(PY) -m pip install --upgrade pip > $(VENV)/install.log 2>&1 \
+	  && $(PY) -m pip install -e '.[test]' >> $(VENV)/install.log 2>&1 \
+	  || { tail -30 $(VENV)/install.log; exit 1; }
+	@touch $@
+
+# Debian's redis-server: installed when missing and we are root, else a clear message.
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: install Debian's redis-server (apt-get install redis-server)"; exit 1; \
+	  fi; \
+	fi
+
+deps: $(STAMP) redis-server
+
+# pytest exits 5 when it collected nothing; that is a failure, not a pass.
+test: deps
+	@set +e; $(PY) -m pytest -q -rs $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+unit: deps
+	$(PY) -m pytest -q tests/unit
+
+demo: deps
+	@$(VENV)/bin/python examples/detect_demo.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
