@@ -20,7 +20,7 @@ RAYLET, GCS_SERVER, REDIS, DASHBOARD = "raylet", "gcs_server", "redis", "dashboa
 WORKER, IDLE_WORKER, RUNTIME, OTHER = "worker", "idle_worker", "runtime", "other"
 PROCESS_CLASSES = (RAYLET, GCS_SERVER, REDIS, DASHBOARD, WORKER, IDLE_WORKER, RUNTIME, OTHER)
 
-_DASHBOARD_TITLES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::Dashboard")
+_DASHBOARD_TITLES = {"ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::Dashboard"}
 _DASHBOARD_SCRIPTS = ("dashboard.py", "agent.py", "runtime_env/agent/main.py")
 _RUNTIME_MARKERS = ("rayguard-node", "rayguard_node")
 
@@ -55,7 +55,7 @@ def classify(name: str) -> str:
         return OTHER
     first = name.split(" ", 1)[0]
     base = first.rsplit("/", 1)[-1]
-    if name.startswith(_DASHBOARD_TITLES):
+    if first in _DASHBOARD_TITLES:  # exact: a user actor may be named "DashboardX"
         return DASHBOARD
     if name.startswith("ray::IDLE"):
         return IDLE_WORKER
@@ -74,15 +74,16 @@ def classify(name: str) -> str:
     return OTHER
 
 
-def parse_statm(text: str) -> tuple[int, int]:
+def parse_statm(text: str | bytes) -> tuple[int, int]:
     """(rss_bytes, shared_bytes) from /proc/PID/statm."""
     fields = text.split()
     return int(fields[1]) * PAGE_BYTES, int(fields[2]) * PAGE_BYTES
 
 
-def parse_start_ticks(stat_text: str) -> int:
+def parse_start_ticks(stat_text: str | bytes) -> int:
     """Field 22 of /proc/PID/stat; the command name may hold spaces and parentheses."""
-    after_comm = stat_text.rsplit(")", 1)[1].split()
+    close = b")" if isinstance(stat_text, bytes) else ")"
+    after_comm = stat_text.rsplit(close, 1)[1].split()  # type: ignore[arg-type]
     return int(after_comm[19])
 
 
@@ -94,18 +95,34 @@ def parse_uss(smaps_rollup: str) -> int:
     return total_kib * 1024
 
 
-def read_process(procfs_root: Path, pid: int, with_uss: bool = False) -> ProcessMemory | None:
-    """One process, or None if it vanished (or turned into a zombie) mid-read."""
-    base = procfs_root / str(pid)
+def _read(path: str) -> bytes:
+    descriptor = os.open(path, os.O_RDONLY)
     try:
-        name = process_name((base / "cmdline").read_bytes())
-        rss, shared = parse_statm((base / "statm").read_text())
-        start = parse_start_ticks((base / "stat").read_text())
-        uss = parse_uss((base / "smaps_rollup").read_text()) if with_uss else None
+        return os.read(descriptor, 131072)
+    finally:
+        os.close(descriptor)
+
+
+def read_process(procfs_root: Path | str, pid: int, with_uss: bool = False) -> ProcessMemory | None:
+    """One process, or None if it vanished (or turned into a zombie) mid-read.
+
+    Raw reads and byte parsing: this runs for every process on every scan.
+    """
+    base = f"{procfs_root}/{pid}/"
+    try:
+        name = process_name(_read(base + "cmdline"))
+        if not name:  # kernel thread or zombie: no memory of its own to account
+            return None
+        rss, shared = parse_statm(_read(base + "statm"))
+        start = parse_start_ticks(_read(base + "stat"))
     except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError, ValueError):
         return None
-    if not name:  # kernel thread or zombie: no memory of its own to account
-        return None
+    uss = None
+    if with_uss:  # optional extra: its absence must not hide the process
+        try:
+            uss = parse_uss(_read(base + "smaps_rollup").decode())
+        except (OSError, IndexError, ValueError):
+            uss = None
     return ProcessMemory(pid, name, classify(name), rss, shared, start, uss)
 
 

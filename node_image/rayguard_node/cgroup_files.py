@@ -8,6 +8,7 @@ guessing a memory limit is how nodes die.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,30 +143,88 @@ class MemoryUsage:
         return max(0, self.usage_bytes - self.inactive_file_bytes)
 
 
+def read_small(path: str) -> bytes:
+    """One small kernel file, without the cost of a Python file object."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(descriptor, 65536)
+    finally:
+        os.close(descriptor)
+
+
+def stat_value(stat: bytes, key: bytes) -> int | None:
+    """The value of `key` in a memory.stat text, without splitting it into lines."""
+    needle = b"\n" + key + b" "
+    start = stat.find(needle)
+    if start < 0:
+        if not stat.startswith(key + b" "):
+            return None
+        start = -1
+    start += len(needle)
+    end = stat.find(b"\n", start)
+    return int(stat[start:end if end >= 0 else None])
+
+
 class UsageReader:
     """Reads usage and working set of one cgroup; paths are resolved once.
 
-    This is the guard's hot path: two small reads per sample.
+    This is the guard's hot path: two small reads per sample, parsed as bytes.
     """
 
     def __init__(self, directory: Path, version: int) -> None:
         files = MEMORY_FILES[version]
-        self.usage_path = directory / files["usage"]
-        self.stat_path = directory / files["stat"]
-        self.inactive_key = files["inactive_file"]
+        self.usage_path = str(directory / files["usage"])
+        self.stat_path = str(directory / files["stat"])
+        self.inactive_key = files["inactive_file"].encode()
 
     def read(self) -> MemoryUsage:
-        with open(self.usage_path) as handle:
-            usage = parse_int(handle.read(), str(self.usage_path))
-        with open(self.stat_path) as handle:
-            stat_text = handle.read()
-        inactive = 0
-        key = self.inactive_key + " "
-        for line in stat_text.splitlines():
-            if line.startswith(key):
-                inactive = parse_int(line[len(key):], str(self.stat_path))
-                break
-        return MemoryUsage(usage, inactive)
+        return self.read_with_stat()[0]
+
+    def read_with_stat(self) -> tuple[MemoryUsage, bytes]:
+        raw = read_small(self.usage_path)
+        try:
+            usage = int(raw)
+        except ValueError:
+            raise CgroupFormatError(self.usage_path, raw.decode(errors="replace"), "an integer") from None
+        stat = read_small(self.stat_path)
+        try:
+            inactive = stat_value(stat, self.inactive_key) or 0
+        except ValueError:
+            raise CgroupFormatError(self.stat_path, stat.decode(errors="replace")[:60],
+                                    "'key value' lines with integer values") from None
+        return MemoryUsage(usage, inactive), stat
+
+
+class NodeSampler:
+    """Limit, usage and working set in one go, for a sample of the whole node.
+
+    The limit is re-read on every sample (a container's limit can be resized in place);
+    usage is read where the limit is, since that is what the kernel compares.
+    """
+
+    def __init__(self, location: CgroupLocation) -> None:
+        name = MEMORY_FILES[location.version]["limit"]
+        self.levels = [(str(directory / name), UsageReader(directory, location.version))
+                       for _path, directory in location.chain()]
+        self.leaf = self.levels[0][1]
+        self.v1 = location.version == V1
+
+    def sample(self) -> tuple[int | None, MemoryUsage]:
+        limit: int | None = None
+        reader = self.leaf
+        for path, level_reader in self.levels:
+            try:
+                value = parse_memory_limit(read_small(path).decode(), path)
+            except FileNotFoundError:
+                continue
+            if value is not None and (limit is None or value < limit):
+                limit, reader = value, level_reader
+        usage, stat = reader.read_with_stat()
+        if self.v1:
+            hierarchical = stat_value(stat, b"hierarchical_memory_limit")
+            if hierarchical is not None and hierarchical < V1_UNLIMITED_FLOOR_BYTES:
+                limit = hierarchical if limit is None else min(limit, hierarchical)
+        return limit, usage
 
 
 def read_oom_kill_count(directory: Path, version: int) -> int | None:

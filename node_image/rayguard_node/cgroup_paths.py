@@ -89,7 +89,7 @@ def parse_mountinfo(text: str, source: str) -> list[CgroupMount]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        fields = line.split()
+        fields = line.split(" ")  # single spaces: a field (e.g. the source) may be empty
         try:
             separator = fields.index("-")
             fstype, super_options = fields[separator + 1], fields[separator + 3]

@@ -42,11 +42,12 @@ class MemoryDetection:
     warnings: tuple[str, ...]
     # Where the guard and the OOM detector read; not part of the JSON contract.
     measured_directory: str | None = None
+    leaf_directory: str | None = None
     cgroup_version: int | None = None
 
     def to_json_dict(self) -> dict[str, object]:
         data = asdict(self)
-        for private in ("measured_directory", "cgroup_version"):
+        for private in ("measured_directory", "leaf_directory", "cgroup_version"):
             data.pop(private)
         data["warnings"] = list(self.warnings)
         return data
@@ -156,5 +157,6 @@ def _detect_in_cgroup(
         ray_sees_limit=ray_limit == limit,
         warnings=tuple(warnings),
         measured_directory=str(measured),
+        leaf_directory=str(location.directory),
         cgroup_version=location.version,
     )

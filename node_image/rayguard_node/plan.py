@@ -174,19 +174,28 @@ def _object_store_bytes(limit: int, shm_free: int | None, settings: BudgetSettin
             )
     else:
         wanted = min(int(limit * settings.object_store_fraction), settings.object_store_max_bytes)
+    # Ray's own rule for a size it picks is 95% of the free /dev/shm. A size that was
+    # given explicitly (the operator sizes /dev/shm to exactly that) only has to fit.
+    usable = None
+    if shm_free is not None:
+        usable = shm_free if settings.object_store_bytes is not None else int(shm_free * SHM_USABLE_FRACTION)
     size = wanted
-    if shm_free is not None and wanted > shm_free * SHM_USABLE_FRACTION:
-        size = int(shm_free * SHM_USABLE_FRACTION)
+    if usable is not None and wanted > usable:
+        size = usable
         warnings.append(
             f"object store shrunk from {format_bytes(wanted)} to {format_bytes(size)} to fit"
-            f" 95% of the {format_bytes(shm_free)} free in /dev/shm; size /dev/shm to the object store"
+            f" the {format_bytes(shm_free or 0)} free in /dev/shm; size /dev/shm to the object store"
         )
     if size < MIN_OBJECT_STORE_BYTES:
-        where = "/dev/shm" if size < wanted else "the memory limit"
+        if size < wanted:
+            fix = "/dev/shm"
+        elif settings.object_store_bytes is not None:
+            fix = "objectStoreBytes"
+        else:
+            fix = "the memory limit or objectStoreFraction"
         raise ImpossiblePlan(
             f"object store would be {format_bytes(size)}, below Ray's minimum of"
-            f" {format_bytes(MIN_OBJECT_STORE_BYTES)}; raise {where}"
-            f"{' or objectStoreFraction' if where != '/dev/shm' else ''}"
+            f" {format_bytes(MIN_OBJECT_STORE_BYTES)}; raise {fix}"
         )
     return size
 
