@@ -1,0 +1,435 @@
+"""The Kubernetes API that integration tests run rayguard against.
+
+kmock's ``KubernetesEmulator`` keeps objects in memory and serves discovery, lists, gets and
+watch streams over HTTP. It leaves out what a real API server does on the server side, and the
+operator depends on exactly that: ``uid`` (the kubernetes client refuses ownerReferences
+without one), ``resourceVersion``, ``generation`` (``observedGeneration`` compares with it),
+the status subresource (kopf patches ``/status`` when discovery lists it), ``generateName``
+(kopf names its Events that way), garbage collection through ownerReferences, label and field
+selectors, and patch semantics per content type. :class:`ApiEmulator` adds those, and nothing
+else: it is not an API server (no admission, no schema validation or defaulting, no RBAC).
+
+Everything else stays kmock's: discovery, object storage with history (``emulator.objects``),
+watch streams, fetches, error rendering and the reaction DSL. Reactions answer writes after
+they are applied, as in kmock. See ``README.md`` beside this file.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import pathlib
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, NamedTuple
+
+import aiohttp.web
+import attrs
+import kmock
+import yaml
+from kmock._internal.rendering import StreamingError  # no public name for it in kmock 0.8
+
+from .semantics import REASONS, api_error, apply_patch, field_value, parse_field_selector, \
+    parse_label_selector, parse_path, parse_request, selected
+
+WRITE_METHODS = frozenset({'POST', 'PUT', 'PATCH', 'DELETE'})
+VERBS = frozenset({'create', 'delete', 'get', 'list', 'patch', 'update', 'watch'})
+CRDS = 'apiextensions.k8s.io/v1/customresourcedefinitions'
+RAYCLUSTERS = 'rayguard.dev/v1/rayclusters'
+RAYCLUSTER_CRD_NAME = 'rayclusters.rayguard.dev'
+CRDS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'crds'
+NAME_CHARS = 'bcdfghjklmnpqrstvwxz2456789'  # what the API server uses for generateName
+
+# resource: (kind, namespaced, subresources)
+BUILTINS: dict[str, tuple[str, bool, frozenset[str]]] = {
+    'v1/namespaces': ('Namespace', False, frozenset({'status'})),
+    'v1/pods': ('Pod', True, frozenset({'status'})),
+    'v1/services': ('Service', True, frozenset({'status'})),
+    'v1/secrets': ('Secret', True, frozenset()),
+    'v1/events': ('Event', True, frozenset()),
+    'events.k8s.io/v1/events': ('Event', True, frozenset()),
+    CRDS: ('CustomResourceDefinition', False, frozenset({'status'})),
+}
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+class Write(NamedTuple):
+    """One write request as it arrived, whatever its outcome. `time` is time.monotonic()."""
+    method: str
+    path: str
+    time: float
+
+    @property
+    def resource(self) -> str:
+        """`pods`, `rayclusters`, `rayclusters/status`, ...; the path itself if not an API path."""
+        info = parse_path(self.path)
+        if info.plural is None:
+            return self.path
+        return f'{info.plural}/{info.subresource}' if info.subresource else info.plural
+
+
+@attrs.define(kw_only=True)
+class ApiEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus the server-side behaviour listed in the module docstring."""
+
+    writes: list[Write] = attrs.field(factory=list, init=False)
+    _revision: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for resource, (kind, namespaced, subresources) in BUILTINS.items():
+            self.resources[resource] = kmock.ResourceInfo(
+                kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=VERBS,
+                subresources=subresources)
+        self._seed('v1/namespaces', {'metadata': {'name': 'default'}})
+
+    # --- write counting
+
+    def mark(self) -> float:
+        """A point in time for `count_writes(since=...)`."""
+        return time.monotonic()
+
+    def writes_between(self, since: float | None = None, until: float | None = None) -> list[Write]:
+        return [w for w in list(self.writes)  # a snapshot: the server thread appends
+                if (since is None or w.time >= since) and (until is None or w.time < until)]
+
+    def count_writes(self, since: float | None = None, until: float | None = None, *,
+                     resource: str | None = None, method: str | None = None) -> int:
+        """Write requests in [since, until). `resource='rayclusters'` includes its
+        subresources; `resource='rayclusters/status'` is only those."""
+        return sum(1 for w in self.writes_between(since, until)
+                   if resource is None or w.resource == resource
+                   or w.resource.startswith(f'{resource}/')
+                   if method is None or w.method == method.upper())
+
+    def writes_by_resource(self, since: float | None = None,
+                           until: float | None = None) -> Counter[str]:
+        return Counter(w.resource for w in self.writes_between(since, until))
+
+    # --- CRDs and seeding (call before serving; once served, POST objects instead)
+
+    def install_crd(self, crd: Mapping[str, Any]) -> None:
+        """Store a CRD object and serve the resource it defines."""
+        self._seed(CRDS, crd)
+        self._register_crd(crd)
+
+    def _seed(self, resource: str, body: Mapping[str, Any]) -> None:
+        ref = kmock.resource(resource)
+        obj = copy.deepcopy(dict(body))
+        self._stamp(ref, obj)
+        self._store((ref, obj['metadata'].get('namespace'), obj['metadata']['name']), obj)
+
+    def _register_crd(self, crd: Mapping[str, Any]) -> None:
+        spec, names = crd['spec'], crd['spec']['names']
+        for version in spec.get('versions', []):
+            if version.get('served', True):
+                self.resources[f"{spec['group']}/{version['name']}/{names['plural']}"] = (
+                    kmock.ResourceInfo(
+                        kind=names['kind'], singular=names.get('singular') or names['kind'].lower(),
+                        namespaced=spec.get('scope', 'Namespaced') == 'Namespaced', verbs=VERBS,
+                        shortnames=names.get('shortNames', ()),
+                        categories=names.get('categories', ()),
+                        subresources=set(version.get('subresources') or {})))
+
+    # --- HTTP entry point and dispatch
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """kmock's entry point (same error handling), but with our path parsing, and every
+        write request recorded before anything else can fail."""
+        if raw_request.method in WRITE_METHODS:
+            self.writes.append(Write(raw_request.method, raw_request.path, time.monotonic()))
+        raw_response: aiohttp.web.StreamResponse | None = None
+        try:
+            request = await parse_request(raw_request, id=len(self._requests))
+            self._requests.append(request)
+            try:
+                return await self._handle(request)
+            except StreamingError as e:  # the stream started: report the error inside it
+                raw_response = e.args[0]
+                raise e.__cause__ or e
+        except Exception as e:
+            if not self._errors:
+                raise
+            self._errors[-1].append(e)
+            if raw_response is None or not raw_response.prepared:
+                return await self._render_error(e)
+            await self._stream_error(e, raw_response)
+            await raw_response.write_eof()
+            return raw_response
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        write = request.method in WRITE_METHODS and request.action is not None
+        if request.resource is None or not write:
+            return await super()._handle(request)
+        async with self._lock:
+            written = await self._write(request)
+        # kmock's views match requests by identity against its log: log the resolved request
+        # (generated name, PUT as UPDATE) in place of the parsed one.
+        if self._requests[request.id] is request:
+            self._requests[request.id] = written
+        # Render through reactions and fallbacks, skipping KubernetesEmulator._handle: its own
+        # in-place write logic would apply the request a second time.
+        return await super(kmock.KubernetesEmulator, self)._handle(written)
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        # kmock's own errors carry prose reasons ('Object Not Found'); clients match on
+        # the API's StatusReason names.
+        if isinstance(exc, kmock.KubernetesError) and exc.status in REASONS:
+            if exc.reason not in {*REASONS.values(), 'AlreadyExists'}:
+                exc = attrs.evolve(exc, reason=REASONS[exc.status])
+        return await super()._render_error(exc)
+
+    # --- writes (called under self._lock)
+
+    async def _write(self, request: kmock.Request) -> kmock.Request:
+        resource = request.resource
+        assert resource is not None
+        if resource not in self.resources:
+            raise api_error(404, f'the server has no resource {resource.plural!r}')
+        info = self.resources[resource]
+        if request.action == kmock.action.CREATE:
+            return await self._create(request, info)
+        key = (resource, request.namespace if info.namespaced else None, request.name)
+        current = self._live(key)
+        if current is None or request.subresource not in {None, *info.subresources}:
+            raise api_error(404, f'{resource.plural} "{request.name}" not found')
+        if request.action == kmock.action.UPDATE:
+            await self._update(key, current, request, info)
+            return attrs.evolve(request, action=kmock.action.UPDATE)  # PUT renders as UPDATE
+        options = request.data if isinstance(request.data, dict) else {}
+        for field in ('uid', 'resourceVersion'):
+            expected = (options.get('preconditions') or {}).get(field)
+            if expected is not None and expected != current['metadata'].get(field):
+                raise api_error(409, f'precondition failed: {field} is not {expected}')
+        await self._delete(key)  # every propagationPolicy acts as Background
+        return request
+
+    async def _create(self, request: kmock.Request, info: kmock.ResourceInfo) -> kmock.Request:
+        resource = request.resource
+        assert resource is not None
+        if not isinstance(request.data, dict):
+            raise api_error(400, 'the body must be a JSON object')
+        obj = copy.deepcopy(request.data)
+        meta = obj.setdefault('metadata', {})
+        if meta.get('resourceVersion'):
+            raise api_error(400, 'resourceVersion should not be set on objects to be created')
+        namespace = None
+        if info.namespaced:
+            namespace = request.namespace or meta.get('namespace')
+            if not namespace or meta.get('namespace') not in {None, namespace}:
+                raise api_error(400, 'the namespace of the object does not match the request')
+            meta['namespace'] = namespace
+        name = meta.get('name') or self._generate_name(resource, namespace,
+                                                        meta.get('generateName'))
+        if not name:
+            raise api_error(422, 'name or generateName is required')
+        meta['name'] = name
+        key = (resource, namespace, name)
+        if self._live(key) is not None:
+            raise api_error(409, f'{resource.plural} "{name}" already exists', 'AlreadyExists')
+        for field in ('deletionTimestamp', 'deletionGracePeriodSeconds'):
+            meta.pop(field, None)
+        if 'status' in info.subresources:
+            obj.pop('status', None)  # a status subresource ignores status on create
+        if resource == 'v1/pods':
+            obj['status'] = {'phase': 'Pending'}
+        self._stamp(resource, obj)
+        self._store(key, obj)
+        await self._buses[resource].put({'type': 'ADDED', 'object': copy.deepcopy(obj)})
+        if resource == CRDS:
+            self._register_crd(obj)
+        return attrs.evolve(request, namespace=namespace, name=name)
+
+    async def _update(self, key: tuple[Any, str | None, str], old: dict[str, Any],
+                      request: kmock.Request, info: kmock.ResourceInfo) -> None:
+        if request.method == 'PUT':
+            if not isinstance(request.data, dict):
+                raise api_error(400, 'the body must be a JSON object')
+            new = copy.deepcopy(request.data)
+        else:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            content_type = headers.get('content-type', '')
+            new = apply_patch(old, request.data, content_type,
+                              strategic=key[0].group in {'', 'events.k8s.io'})
+        if not isinstance(new.get('metadata', {}), dict):
+            raise api_error(400, 'metadata must be an object')
+        sent_version = new.get('metadata', {}).get('resourceVersion')
+        if sent_version and sent_version != old['metadata'].get('resourceVersion'):
+            raise api_error(409, 'the object has been modified; please apply your changes '
+                                 'to the latest version and try again')
+        new = self._server_fields(old, new, request.subresource, info)
+        if new == old:
+            return  # a no-op write changes nothing: no new resourceVersion, no watch event
+        new['metadata']['resourceVersion'] = self._next_revision()
+        self._store(key, new)
+        await self._buses[key[0]].put({'type': 'MODIFIED', 'object': copy.deepcopy(new)})
+        if new['metadata'].get('deletionTimestamp') and not new['metadata'].get('finalizers'):
+            await self._remove(key)
+
+    def _server_fields(self, old: dict[str, Any], new: dict[str, Any], subresource: str | None,
+                       info: kmock.ResourceInfo) -> dict[str, Any]:
+        """What the server keeps for itself on an update, whatever the client sent."""
+        new = copy.deepcopy(new)  # patches share untouched subtrees with `old`
+        if subresource == 'status':  # only .status changes through /status
+            result = copy.deepcopy(old)
+            result.pop('status', None)
+            if new.get('status') is not None:
+                result['status'] = new['status']
+            return result
+        has_status = 'status' in info.subresources
+        if has_status:  # ...and never through the main resource
+            new.pop('status', None)
+            if 'status' in old:
+                new['status'] = copy.deepcopy(old['status'])
+        meta = new.setdefault('metadata', {})
+        for field in ('name', 'namespace', 'uid', 'creationTimestamp', 'generation',
+                      'resourceVersion', 'deletionTimestamp', 'deletionGracePeriodSeconds'):
+            meta.pop(field, None)
+            if field in old['metadata']:
+                meta[field] = old['metadata'][field]
+        new['apiVersion'], new['kind'] = old.get('apiVersion'), old.get('kind')
+        ignored = {'apiVersion', 'kind', 'metadata', *(['status'] if has_status else [])}
+        if ({k: v for k, v in new.items() if k not in ignored} !=
+                {k: v for k, v in old.items() if k not in ignored}):
+            meta['generation'] = int(old['metadata'].get('generation', 0)) + 1
+        return new
+
+    async def _delete(self, key: tuple[Any, str | None, str]) -> None:
+        """Delete now, or only mark for deletion while finalizers remain (generation bumps,
+        as the API server does when it sets deletionTimestamp)."""
+        obj = self._live(key)
+        if obj is None:
+            return
+        meta = obj['metadata']
+        if not meta.get('finalizers'):
+            await self._remove(key)
+        elif not meta.get('deletionTimestamp'):
+            meta.update(deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0,
+                        generation=int(meta.get('generation', 0)) + 1,
+                        resourceVersion=self._next_revision())
+            self._store(key, obj)
+            await self._buses[key[0]].put({'type': 'MODIFIED', 'object': copy.deepcopy(obj)})
+
+    async def _remove(self, key: tuple[Any, str | None, str]) -> None:
+        """Gone for good, then garbage-collect dependents, synchronously and recursively. A
+        dependent goes when none of its owners is left, as the garbage collector decides."""
+        last = self._live(key)
+        assert last is not None
+        last['metadata']['resourceVersion'] = self._next_revision()
+        self._objects[key].delete()
+        await self._buses[key[0]].put({'type': 'DELETED', 'object': last})
+        owner_uid = last['metadata'].get('uid')
+        alive = {obj.raw['metadata'].get('uid') for obj in self._objects.values()
+                 if not obj.deleted and isinstance(obj.raw.get('metadata'), dict)}
+        for child_key, child in list(self._objects.items()):
+            meta = {} if child.deleted else child.raw.get('metadata') or {}
+            refs = meta.get('ownerReferences') or []
+            uids = {ref.get('uid') for ref in refs}
+            if owner_uid in uids and not (uids - {owner_uid}) & alive:
+                await self._delete(child_key)
+
+    # --- storage helpers
+
+    def _live(self, key: tuple[Any, str | None, str]) -> dict[str, Any] | None:
+        if key not in self._objects or self._objects[key].deleted:
+            return None
+        return copy.deepcopy(self._objects[key].raw)
+
+    def _store(self, key: tuple[Any, str | None, str], obj: dict[str, Any]) -> None:
+        if key in self._objects:
+            self._objects[key].history.append(obj)
+        else:
+            self._objects[key] = obj
+
+    def _stamp(self, resource: kmock.resource, obj: dict[str, Any]) -> None:
+        info = self.resources[resource]
+        obj['apiVersion'] = f'{resource.group}/{resource.version}'.lstrip('/')
+        obj['kind'] = info.kind
+        obj['metadata'].update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(),
+                               resourceVersion=self._next_revision(), generation=1)
+
+    def _next_revision(self) -> str:
+        self._revision += 1
+        return str(self._revision)
+
+    def _generate_name(self, resource: kmock.resource, namespace: str | None,
+                       prefix: str | None) -> str | None:
+        while prefix:
+            name = prefix + ''.join(random.choices(NAME_CHARS, k=5))
+            if self._live((resource, namespace, name)) is None:
+                return name
+        return None
+
+    # --- reads
+
+    async def _serve_create(self, request: kmock.Request) -> kmock.Response:
+        return kmock.Response(status=201, payload=await super()._serve_create(request))
+
+    async def _serve_list(self, request: kmock.Request) -> dict[str, Any]:
+        resource = request.resource
+        if resource is None or resource not in self.resources:
+            raise api_error(404, 'the server could not find the requested resource')
+        labels = parse_label_selector(request.params.get('labelSelector', ''))
+        fields = parse_field_selector(request.params.get('fieldSelector', ''))
+        async with self._lock:
+            items = [obj.raw for (res, namespace, _), obj in self._objects.items()
+                     if res == resource and not obj.deleted
+                     and request.namespace in {None, namespace}
+                     and selected(obj.raw, labels, fields)]
+            revision = str(self._revision)
+        items.sort(key=lambda o: (field_value(o, 'metadata.namespace'),
+                                  field_value(o, 'metadata.name')))
+        return {'apiVersion': f'{resource.group}/{resource.version}'.lstrip('/'),
+                'kind': f'{self.resources[resource].kind}List',
+                'metadata': {'resourceVersion': revision}, 'items': items}
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        """kmock's stream, filtered by selectors and by `resourceVersion` (kmock replays every
+        object), and ended after `timeoutSeconds` as the API server does."""
+        labels = parse_label_selector(request.params.get('labelSelector', ''))
+        fields = parse_field_selector(request.params.get('fieldSelector', ''))
+        since = request.params.get('resourceVersion', '')
+        since_revision = int(since) if since.isdigit() else 0
+        timeout = float(request.params.get('timeoutSeconds') or 0) or None
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        events = aiter(super()._serve_watch(request))
+        try:
+            while True:
+                now = asyncio.get_running_loop().time()
+                remaining = None if deadline is None else deadline - now
+                try:
+                    event = await asyncio.wait_for(anext(events), remaining)
+                except (StopAsyncIteration, TimeoutError):
+                    return
+                if not isinstance(event, dict):
+                    yield event
+                    continue
+                obj = event.get('object') or {}
+                revision = str((obj.get('metadata') or {}).get('resourceVersion', ''))
+                fresh = not revision.isdigit() or int(revision) > since_revision
+                if fresh and selected(obj, labels, fields):
+                    yield event
+        finally:
+            await events.aclose()
+
+
+def load_rayguard_crd(crds_dir: pathlib.Path = CRDS_DIR) -> dict[str, Any]:
+    """The RayCluster CRD from crds/, the single source, as the chart and the cluster get it."""
+    for path in sorted(crds_dir.glob('*.y*ml')):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get('kind') == 'CustomResourceDefinition' \
+                    and doc.get('metadata', {}).get('name') == RAYCLUSTER_CRD_NAME:
+                return doc
+    raise FileNotFoundError(f'no CRD named {RAYCLUSTER_CRD_NAME} in {crds_dir}')
+
+
+def rayguard_emulator() -> ApiEmulator:
+    emulator = ApiEmulator()
+    emulator.install_crd(load_rayguard_crd())
+    return emulator
