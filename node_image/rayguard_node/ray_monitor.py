@@ -1,0 +1,38 @@
+"""Ray's own memory-monitor kills, from raylet.out, as `ray_monitor_kill` reports."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+from .plan import MemoryPlan
+from .raylet_log import RayMonitorKill, RayMonitorKillDetector
+from .reports import RAY_MONITOR_KILL, Identity, NodeUsage, Report, TopEntry, Victim, new_report
+
+log = logging.getLogger(__name__)
+
+
+def ray_kill_report(kill: RayMonitorKill, identity: Identity, threshold: float) -> Report:
+    victim = Victim(kill.pid, kill.process_name, kill.memory_used_bytes, 0)
+    applied = kill.threshold if kill.threshold is not None else threshold  # what Ray really used
+    node = NodeUsage(kill.node_used_bytes, kill.node_limit_bytes, kill.fraction, applied)
+    top = [TopEntry(pid, command, memory) for pid, memory, command in kill.top]
+    return new_report(RAY_MONITOR_KILL, identity, victim, node, top)
+
+
+class RayMonitorReporter:
+    """Polled by the monitor loop; follows the raylet log across rotation and sessions."""
+
+    def __init__(self, temp_dir: Path, identity: Identity, plan: MemoryPlan,
+                 report: Callable[[Report], None]) -> None:
+        # A temp dir that outlived a restart holds the old session's kills: skip them.
+        self.detector = RayMonitorKillDetector(temp_dir, start_at_end=True)
+        self.identity = identity
+        self.threshold = plan.usage_threshold
+        self.report = report
+
+    def poll(self) -> None:
+        for kill in self.detector.poll():
+            log.warning("Ray's memory monitor killed %s (pid %s)", kill.task_name, kill.pid)
+            self.report(ray_kill_report(kill, self.identity, self.threshold))
