@@ -8,6 +8,7 @@ from typing import Mapping
 
 from .errors import InvalidSetting
 from .plan import HEAD, WORKER
+from .ray_command import PLAN_FLAGS, SUPERVISOR_FLAGS
 from .reports import Identity
 
 DEFAULT_REDIS_PORT = 6380
@@ -15,9 +16,6 @@ DEFAULT_HEALTH_PORT = 8079
 DEFAULT_GRACE_SECONDS = 25.0
 DEFAULT_GCS_PORT = 6379
 DEFAULT_RAY_TEMP_DIR = Path("/tmp/ray")
-# `ray start` flags that the plan or the supervisor own; rayStartParams may not set them.
-RAYGUARD_OWNED_FLAGS = {"num-cpus", "memory", "object-store-memory", "head", "address", "block",
-                        "temp-dir"}
 FLUSH_KEYS = ("flush_when_at_least_bytes", "flush_period_secs", "flush_num_entries_each_time")
 
 
@@ -73,7 +71,7 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
         raise InvalidSetting("--grace-seconds / RAYGUARD_GRACE_SECONDS", grace, "must not be negative")
 
     params = dict(values.get("ray_start_params") or {})  # type: ignore[call-overload]
-    owned = {key.lstrip("-") for key in params} & RAYGUARD_OWNED_FLAGS
+    owned = {key.lstrip("-") for key in params} & (PLAN_FLAGS | SUPERVISOR_FLAGS)
     if owned:
         raise InvalidSetting("--ray-start-params / rayStartParams", sorted(owned),
                              "rayguard sets these itself (use numCpus and spec.memory instead)")
