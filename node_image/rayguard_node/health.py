@@ -15,12 +15,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .monitor_loop import MonitorState
+from .monitor_loop import TICK_BUCKETS_S, MonitorState
 from .reports import KINDS
 
 log = logging.getLogger(__name__)
 
-TICK_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
 class RuntimeCollector(Collector):
@@ -30,17 +29,6 @@ class RuntimeCollector(Collector):
         self.pending_reports = pending_reports
         self.dropped_reports = dropped_reports
         self.ray_up = ray_up
-        self._bucket_counts = [0] * (len(TICK_BUCKETS_S) + 1)
-        self._tick_sum_s = 0.0
-        self._lock = threading.Lock()
-
-    def _drain_ticks(self) -> None:
-        with self._lock:
-            samples, self.state.tick_seconds[:] = list(self.state.tick_seconds), []
-            for seconds in samples:
-                index = next((i for i, b in enumerate(TICK_BUCKETS_S) if seconds <= b), len(TICK_BUCKETS_S))
-                self._bucket_counts[index] += 1
-                self._tick_sum_s += seconds
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         s = self.state
@@ -54,13 +42,13 @@ class RuntimeCollector(Collector):
         for kind in KINDS:
             kills.add_metric([kind], s.kills_by_kind.get(kind, 0))
         yield kills
-        self._drain_ticks()
         buckets, cumulative = [], 0
-        for bound, count in zip(list(TICK_BUCKETS_S) + [float("inf")], self._bucket_counts):
+        ticks = s.ticks
+        for bound, count in zip(list(TICK_BUCKETS_S) + [float("inf")], list(ticks.bucket_counts)):
             cumulative += count
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         yield HistogramMetricFamily("rayguard_monitor_tick_seconds", "Duration of one monitor tick",
-                                    buckets=buckets, sum_value=self._tick_sum_s)
+                                    buckets=buckets, sum_value=ticks.sum_s)
         yield GaugeMetricFamily("rayguard_reports_pending", "Reports waiting for Redis", self.pending_reports())
         yield CounterMetricFamily("rayguard_reports_dropped", "Reports dropped from a full buffer",
                                   self.dropped_reports())

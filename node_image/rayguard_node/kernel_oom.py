@@ -26,6 +26,7 @@ class _Pending:
     count: int
     before: tuple[ProcessMemory, ...]
     deadline: float
+    excluded: frozenset[tuple[int, int]]
 
 
 class KernelOomDetector:
@@ -37,21 +38,24 @@ class KernelOomDetector:
         self._settle_s = settle_s
         self._last_count = read_count()
         self._pending: _Pending | None = None
-        self._excluded: set[int] = set()
+        self._excluded: set[tuple[int, int]] = set()
 
     @property
     def supported(self) -> bool:
         return self._last_count is not None
 
-    def check(self, before: list[ProcessMemory], killed_by_others: set[int]) -> list[KernelKill]:
-        """Kills since the last check; `before` is the latest scan. Cheap when nothing
-        moved: one small file read."""
+    def check(self, before: list[ProcessMemory],
+              killed_by_others: set[tuple[int, int]]) -> list[KernelKill]:
+        """Kills since the last check; `before` is the latest scan, `killed_by_others` the
+        (pid, start ticks) of processes killed by someone else. Cheap when nothing moved:
+        one small file read."""
         self._excluded = killed_by_others
         count = self._read_count()
         if count is not None and self._last_count is not None and count > self._last_count:
             now = self._clock()
             if self._pending is None:
-                self._pending = _Pending(0, tuple(before), now + self._settle_s)
+                self._pending = _Pending(0, tuple(before), now + self._settle_s,
+                                         frozenset(killed_by_others))
             self._pending.count += count - self._last_count
         if count is not None:
             self._last_count = count
@@ -60,7 +64,9 @@ class KernelOomDetector:
     def _settle(self) -> list[KernelKill]:
         pending = self._pending
         assert pending is not None
-        vanished = [p for p in pending.before if p.pid not in self._excluded and self._is_gone(p.pid)]
+        excluded = pending.excluded | self._excluded
+        vanished = [p for p in pending.before
+                    if (p.pid, p.start_ticks) not in excluded and self._is_gone(p.pid)]
         if len(vanished) < pending.count and self._clock() < pending.deadline:
             return []  # the victims are still exiting
         self._pending = None

@@ -29,6 +29,23 @@ class ReportEmitter(Protocol):
     def emit(self, report: Report) -> None: ...
 
 
+TICK_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+@dataclass
+class TickHistogram:
+    """Tick durations as fixed buckets: constant memory however long nobody scrapes."""
+
+    bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(TICK_BUCKETS_S) + 1))
+    sum_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        index = next((i for i, bound in enumerate(TICK_BUCKETS_S) if seconds <= bound),
+                     len(TICK_BUCKETS_S))
+        self.bucket_counts[index] += 1
+        self.sum_s += seconds
+
+
 @dataclass
 class MonitorState:
     """The latest numbers, read by /metrics and /healthz (from another thread)."""
@@ -39,26 +56,26 @@ class MonitorState:
     threshold: float = 0.0
     kills_by_kind: dict[str, int] = field(default_factory=dict)
     last_tick_monotonic: float = 0.0
-    tick_seconds: list[float] = field(default_factory=list)  # drained by the metrics collector
+    ticks: TickHistogram = field(default_factory=TickHistogram)
     failed_ticks: int = 0
 
     def count(self, kind: str) -> None:
         self.kills_by_kind[kind] = self.kills_by_kind.get(kind, 0) + 1
 
 
-@dataclass
 class Pollers:
     """Periodic jobs besides the guard, each with its own period."""
 
-    jobs: list[tuple[float, Callable[[], None]]] = field(default_factory=list)
-    _next: list[float] = field(default_factory=list)
+    def __init__(self) -> None:
+        self._jobs: list[tuple[float, Callable[[], None]]] = []
+        self._next: list[float] = []
 
     def add(self, period_s: float, job: Callable[[], None]) -> None:
-        self.jobs.append((period_s, job))
+        self._jobs.append((period_s, job))
         self._next.append(0.0)
 
     def run_due(self, now: float) -> None:
-        for index, (period, job) in enumerate(self.jobs):
+        for index, (period, job) in enumerate(self._jobs):
             if now >= self._next[index]:
                 self._next[index] = now + period
                 try:
@@ -104,7 +121,8 @@ class MonitorLoop:
         self.state = MonitorState(limit_bytes=limit_bytes, threshold=threshold)
         self.last_scan: list[ProcessMemory] = []
         self._last_scan_at = float("-inf")
-        self.killed_by_guard: set[int] = set()
+        # (pid, start ticks): a pid the guard killed may later belong to someone else.
+        self.killed_by_guard: set[tuple[int, int]] = set()
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -126,7 +144,7 @@ class MonitorLoop:
         self.pollers.run_due(started)
         finished = self.clock()
         self.state.last_tick_monotonic = finished
-        self.state.tick_seconds.append(finished - started)
+        self.state.ticks.observe(finished - started)
 
     def refresh_scan(self, now: float) -> None:
         self.last_scan = self.scan()
@@ -144,7 +162,7 @@ class MonitorLoop:
         return NodeUsage(used, self.state.limit_bytes, fraction, self.state.threshold)
 
     def _report_guard_kill(self, kill: GuardKill) -> None:
-        self.killed_by_guard.add(kill.victim.pid)
+        self.killed_by_guard.add((kill.victim.pid, kill.victim.start_ticks))
         self.state.count(MONITOR_KILL)
         log.warning("guard killed pid %d (%s) at %.1f%% of the limit", kill.victim.pid,
                     kill.victim.name, kill.fraction * 100)

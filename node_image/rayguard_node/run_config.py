@@ -59,19 +59,23 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
             raise InvalidSetting("--head-address / RAYGUARD_HEAD_ADDRESS", head_address,
                                  "a worker needs the head's GCS address as host:port")
         host, _, port = str(head_address).rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise InvalidSetting("--head-address / RAYGUARD_HEAD_ADDRESS", head_address,
                                  "expected host:port, e.g. demo-head:6379")
     for name in ("redis_port", "health_port"):
         port_value = values.get(name)
         if port_value is not None and not 0 < int(port_value) < 65536:  # type: ignore[call-overload]
-            raise InvalidSetting(f"--{name.replace('_', '-')}", port_value, "not a TCP port")
+            raise InvalidSetting(f"--{name.replace('_', '-')} / RAYGUARD_{name.upper()}", port_value,
+                                 "not a TCP port")
     grace = float(values.get("grace_seconds", DEFAULT_GRACE_SECONDS))  # type: ignore[arg-type]
     if grace < 0:
         raise InvalidSetting("--grace-seconds / RAYGUARD_GRACE_SECONDS", grace, "must not be negative")
 
-    params = dict(values.get("ray_start_params") or {})  # type: ignore[call-overload]
-    owned = {key.lstrip("-") for key in params} & (PLAN_FLAGS | SUPERVISOR_FLAGS)
+    # Keys are flag names; `--port` and `port` are the same key.
+    params = {str(k).lstrip("-"): v for k, v in dict(values.get("ray_start_params") or {}).items()}  # type: ignore[call-overload]
+    if "port" in params and not (str(params["port"]).isdigit() and 0 < int(str(params["port"])) < 65536):
+        raise InvalidSetting("--ray-start-params / rayStartParams.port", params["port"], "not a TCP port")
+    owned = set(params) & (PLAN_FLAGS | SUPERVISOR_FLAGS)
     if owned:
         raise InvalidSetting("--ray-start-params / rayStartParams", sorted(owned),
                              "rayguard sets these itself (use numCpus and spec.memory instead)")

@@ -15,8 +15,11 @@ pytestmark = pytest.mark.ray
 GiB = 1024**3
 
 PLACEMENT_DRIVER = """
-import json, ray
+import json, time, ray
 ray.init(address={address!r}, logging_level="ERROR", log_to_driver=False)
+deadline = time.monotonic() + 60
+while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
+    time.sleep(0.5)  # the worker's raylet may still be registering with the GCS
 
 @ray.remote
 def where():
