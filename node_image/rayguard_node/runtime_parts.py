@@ -89,7 +89,8 @@ def _memory_sources(plan: MemoryPlan, procfs_root: Path, sysfs_root: Path
 
 
 def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
-                procfs_root: Path, sysfs_root: Path, ray_running: Callable[[], bool]) -> RuntimeParts:
+                procfs_root: Path, sysfs_root: Path, ray_running: Callable[[], bool],
+                ray_started: Callable[[], bool] = lambda: True) -> RuntimeParts:
     redis_server = None
     if config.role == HEAD and not config.redis_url:
         workdir = config.effective_temp_dir / "rayguard-redis"
@@ -121,7 +122,8 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
                           plan.guard_threshold if guard else plan.usage_threshold,
                           read_usage, scan_now, sink, guard,
                           kernel if kernel.supported else None, pollers, plan.guard_refresh_ms)
-    ray_reporter = RayMonitorReporter(config.effective_temp_dir, config.identity, plan, monitor.report)
+    ray_reporter = RayMonitorReporter(config.effective_temp_dir, config.identity, plan, monitor.report,
+                                      live_pids)
     pollers.add(RAY_LOG_PERIOD_S, ray_reporter.poll)
     pollers.add(REPORT_FLUSH_PERIOD_S, sink.flush_pending)
     ledger = Ledger(client_factory, config.identity.pod or config.identity.role)
@@ -143,6 +145,8 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
     def ready() -> tuple[bool, str]:
         if not ray_running():
             return False, "ray is not running"
+        if not ray_started():
+            return False, "ray is starting"
         if not any(p.process_class == "raylet" for p in monitor.last_scan):
             return False, "raylet not up yet"
         if config.role == HEAD:  # the head's Redis, its own or external, holds the reports

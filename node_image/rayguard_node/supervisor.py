@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 HEAD_WAIT_MAX_BACKOFF_S = 5.0
 AUTH_REFUSED_MARKER = b"InvalidAuthToken"
+# `ray start` prints this once the node is up and registered with the GCS.
+RAY_STARTED_MARKER = b"Ray runtime started."
 EXIT_AUTH_REFUSED = 3  # Ray would retry a wrong token for a minute; we stop at once
 EXIT_SIGNALLED_BEFORE_RAY = 143
 
@@ -45,6 +47,7 @@ class Supervisor:
         self.parts: RuntimeParts | None = None
         self.descendants: dict[int, float] = {}  # pid -> create time, for the final sweep
         self.auth_refused = False
+        self.ray_started = threading.Event()
         self._ray_output: threading.Thread | None = None
 
     # -- signals --------------------------------------------------------------------
@@ -108,6 +111,8 @@ class Supervisor:
         for raw in self.ray.stdout:
             sys.stderr.buffer.write(raw)
             sys.stderr.buffer.flush()
+            if RAY_STARTED_MARKER in raw:
+                self.ray_started.set()
             if AUTH_REFUSED_MARKER in raw and not self.auth_refused:
                 self.auth_refused = True
                 self.shutdown.set()
@@ -121,7 +126,8 @@ class Supervisor:
         try:
             token_path, redis_password = self._secrets()
             self.parts = build_parts(self.config, self.plan, redis_password, self.procfs_root,
-                                     self.sysfs_root, ray_running=self.ray_running)
+                                     self.sysfs_root, ray_running=self.ray_running,
+                                     ray_started=self.ray_started.is_set)
             self.parts.health.start()
             if self.config.role == HEAD and self.parts.redis_server is not None:
                 self.parts.redis_server.start()
