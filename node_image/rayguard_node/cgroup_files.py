@@ -195,6 +195,40 @@ class UsageReader:
         return MemoryUsage(usage, inactive), stat
 
 
+class WorkingSetSampler:
+    """The guard's sample, made cheap where precision cannot matter.
+
+    Reading v1 `memory.stat` costs the kernel far more than `memory.usage_in_bytes`.
+    Usage is an upper bound of the working set, so while usage is below `exact_above_bytes`
+    (well under the threshold) the inactive-file figure from a recent `memory.stat` is
+    good enough; above it, every sample reads both files.
+    """
+
+    def __init__(self, reader: UsageReader, exact_above_bytes: int, stat_every: int = 5) -> None:
+        self.reader = reader
+        self.exact_above_bytes = exact_above_bytes
+        self.stat_every = stat_every
+        self._calls = 0
+        self._inactive: int | None = None
+
+    def read(self) -> tuple[int, int]:
+        self._calls += 1
+        if self._inactive is None or self._calls % self.stat_every == 0:
+            usage = self.reader.read()
+        else:
+            raw = read_small(self.reader.usage_path)
+            try:
+                usage_bytes = int(raw)
+            except ValueError:
+                raise CgroupFormatError(self.reader.usage_path, raw.decode(errors="replace"),
+                                        "an integer") from None
+            if usage_bytes < self.exact_above_bytes:
+                return usage_bytes, max(0, usage_bytes - self._inactive)
+            usage = self.reader.read()
+        self._inactive = usage.inactive_file_bytes
+        return usage.usage_bytes, usage.working_set_bytes
+
+
 class NodeSampler:
     """Limit, usage and working set in one go, for a sample of the whole node.
 

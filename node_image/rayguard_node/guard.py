@@ -59,13 +59,30 @@ class GuardKill:
     seconds_over_threshold: float
 
 
-def process_released(procfs_root: Path, pid: int) -> bool:
-    """True once a killed process has given its memory back (gone, or a zombie)."""
+def process_gone(procfs_root: Path, pid: int) -> bool:
+    """True once the process has exited (a zombie or no /proc entry at all).
+
+    A zombie is not proof that its memory is back: a multi-threaded worker's main thread
+    turns zombie within milliseconds while its pages are still being freed. The guard
+    therefore also watches usage (see `Guard`).
+    """
     try:
         stat = (procfs_root / str(pid) / "stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def process_reaped(procfs_root: Path, pid: int) -> bool:
+    return not (procfs_root / str(pid)).exists()
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    pid: int
+    killed_at: float
+    used_at_kill: int
+    victim_bytes: int
 
 
 class Guard:
@@ -90,9 +107,18 @@ class Guard:
         self.kill = kill
         self.clock = clock
         self.release_timeout_s = release_timeout_s
-        self._waiting_for: tuple[int, float] | None = None
+        self._waiting_for: _Waiting | None = None
         self._over_since: float | None = None
         self._warned_no_victim = False
+
+    def _released(self, waiting: _Waiting, working_set_bytes: int, now: float) -> bool:
+        """The victim's memory is back: usage fell by half of what it held, or it was
+        reaped, or (a victim that freed little) the wait timed out."""
+        if now - waiting.killed_at >= self.release_timeout_s:
+            return True
+        if working_set_bytes <= waiting.used_at_kill - waiting.victim_bytes // 2:
+            return True
+        return process_reaped(self.procfs_root, waiting.pid)
 
     def tick(self, working_set_bytes: int) -> GuardKill | None:
         now = self.clock()
@@ -103,8 +129,7 @@ class Guard:
         elif self._over_since is None:
             self._over_since = now
         if self._waiting_for is not None:
-            pid, killed_at = self._waiting_for
-            if not process_released(self.procfs_root, pid) and now - killed_at < self.release_timeout_s:
+            if not self._released(self._waiting_for, working_set_bytes, now):
                 return None  # the last victim has not given its memory back yet
             self._waiting_for = None
         if fraction < self.threshold:
@@ -123,6 +148,6 @@ class Guard:
             self.kill(victim.pid, signal.SIGKILL)
         except ProcessLookupError:
             return None  # it finished on its own between the scan and the kill
-        self._waiting_for = (victim.pid, now)
+        self._waiting_for = _Waiting(victim.pid, now, working_set_bytes, victim.rss_minus_shr_bytes)
         return GuardKill(victim, working_set_bytes, self.limit_bytes, fraction, self.threshold,
                          tuple(processes), now - (self._over_since or now))

@@ -15,14 +15,17 @@ from typing import Callable, Protocol
 from .accounting import ProcessMemory, top
 from .guard import Guard, GuardKill
 from .kernel_oom import KernelKill, KernelOomDetector
-from .reports import (KERNEL_OOM_KILL, MONITOR_KILL, Identity, NodeUsage, Report, TopEntry,
-                      Victim, new_report)
+from .reports import (KERNEL_OOM_KILL, MONITOR_KILL, RAY_MONITOR_KILL, Identity, NodeUsage, Report,
+                      TopEntry, Victim, new_report)
 
 log = logging.getLogger(__name__)
 
 SCAN_PERIOD_S = 0.5
 SCAN_EVERY_TICK_AT = 0.8  # of the guard threshold: track tasks closely when it matters
 IDLE_PERIOD_MS = 250  # loop period when the guard is off (detectors still run)
+RECENTLY_SEEN_S = 3.0
+KERNEL_CHECK_EVERY = 5  # ticks, far from the threshold; every tick when close
+SAME_KILL_WINDOW_S = 5.0  # a Ray kill of a pid the guard killed this recently is the same kill
 
 
 class ReportEmitter(Protocol):
@@ -121,8 +124,11 @@ class MonitorLoop:
         self.state = MonitorState(limit_bytes=limit_bytes, threshold=threshold)
         self.last_scan: list[ProcessMemory] = []
         self._last_scan_at = float("-inf")
+        self._ticks = 0
+        self.recently_seen: dict[int, tuple[ProcessMemory, float]] = {}
         # (pid, start ticks): a pid the guard killed may later belong to someone else.
         self.killed_by_guard: set[tuple[int, int]] = set()
+        self.guard_kill_times: dict[int, float] = {}
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -133,7 +139,8 @@ class MonitorLoop:
         self.state.usage_bytes, self.state.working_set_bytes = usage, working_set
         fraction = working_set / self.state.limit_bytes
         close = fraction >= self.state.threshold * SCAN_EVERY_TICK_AT
-        if self.kernel is not None:
+        self._ticks += 1
+        if self.kernel is not None and (close or self._ticks % KERNEL_CHECK_EVERY == 0):
             self._check_kernel(working_set, fraction)
         if close or started - self._last_scan_at >= SCAN_PERIOD_S:
             self.refresh_scan(started)
@@ -149,12 +156,18 @@ class MonitorLoop:
     def refresh_scan(self, now: float) -> None:
         self.last_scan = self.scan()
         self._last_scan_at = now
+        # Processes seen lately, gone or not: a kernel kill between two reads of the
+        # counter may already be missing from the latest scan.
+        for process in self.last_scan:
+            self.recently_seen[process.pid] = (process, now)
+        self.recently_seen = {pid: seen for pid, seen in self.recently_seen.items()
+                              if now - seen[1] <= RECENTLY_SEEN_S}
         if self.guard is not None:
             self.guard.tracker.observe(self.last_scan, now)
 
     def _check_kernel(self, working_set: int, fraction: float) -> None:
         assert self.kernel is not None
-        kills = self.kernel.check(self.last_scan, self.killed_by_guard)
+        kills = self.kernel.check([p for p, _at in self.recently_seen.values()], self.killed_by_guard)
         for kill in kills:
             self._report_kernel_kill(kill, working_set, fraction)
 
@@ -163,6 +176,10 @@ class MonitorLoop:
 
     def _report_guard_kill(self, kill: GuardKill) -> None:
         self.killed_by_guard.add((kill.victim.pid, kill.victim.start_ticks))
+        now = self.clock()
+        self.guard_kill_times = {pid: at for pid, at in self.guard_kill_times.items()
+                                 if at >= now - SAME_KILL_WINDOW_S}
+        self.guard_kill_times[kill.victim.pid] = now
         self.state.count(MONITOR_KILL)
         log.warning("guard killed pid %d (%s) at %.1f%% of the limit", kill.victim.pid,
                     kill.victim.name, kill.fraction * 100)
@@ -176,8 +193,17 @@ class MonitorLoop:
 
     def report(self, report: Report) -> None:
         """For detectors that run as pollers (Ray's monitor kills)."""
+        if report.kind == RAY_MONITOR_KILL and report.victim.pid in self._recent_guard_pids():
+            # Both monitors shot the same task within moments: one kill, one report.
+            log.info("Ray's monitor also killed pid %s, which the guard had just killed",
+                     report.victim.pid)
+            return
         self.state.count(report.kind)
         self.emitter.emit(report)
+
+    def _recent_guard_pids(self) -> set[int]:
+        horizon = self.clock() - SAME_KILL_WINDOW_S
+        return {pid for pid, at in self.guard_kill_times.items() if at >= horizon}
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> None:

@@ -17,9 +17,9 @@ import psutil
 from prometheus_client import CollectorRegistry
 
 from .accounting import pids_in_cgroup, scan
-from .cgroup_files import UsageReader, read_oom_kill_count
+from .cgroup_files import UsageReader, WorkingSetSampler, read_oom_kill_count
 from .detect import detect, parse_meminfo
-from .guard import Guard, TaskTracker, process_released
+from .guard import Guard, TaskTracker, process_gone
 from .health import HealthServer, RuntimeCollector
 from .kernel_oom import KernelOomDetector
 from .ledger import FlushPolicy, Ledger
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 REPORT_FLUSH_PERIOD_S = 0.5
 RAY_LOG_PERIOD_S = 0.25
 LEDGER_PERIOD_S = 5.0
+EXACT_BELOW_THRESHOLD = 0.8  # from this share of the threshold on, every sample is exact
 
 
 @dataclass
@@ -75,12 +76,12 @@ def _memory_sources(plan: MemoryPlan, procfs_root: Path, sysfs_root: Path
 
         return host_usage, _descendant_pids, lambda: None
     reader = UsageReader(Path(detection.measured_directory), detection.cgroup_version)
+    threshold = plan.guard_threshold if plan.guard_mode != "disabled" else plan.usage_threshold
+    sampler = WorkingSetSampler(reader, int(EXACT_BELOW_THRESHOLD * threshold * plan.limit_bytes))
     leaf = Path(str(detection.leaf_directory))
     measured, version = Path(detection.measured_directory), detection.cgroup_version
 
-    def cgroup_usage() -> tuple[int, int]:
-        usage = reader.read()
-        return usage.usage_bytes, usage.working_set_bytes
+    cgroup_usage = sampler.read
 
     if detection.limited_by == "host":
         return cgroup_usage, _descendant_pids, lambda: read_oom_kill_count(measured, version)
@@ -116,7 +117,7 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
     guard = None
     if plan.guard_mode != "disabled":
         guard = Guard(plan.guard_threshold, plan.limit_bytes, tracker, scan_now, procfs_root)
-    kernel = KernelOomDetector(read_oom, lambda pid: process_released(procfs_root, pid))
+    kernel = KernelOomDetector(read_oom, lambda pid: process_gone(procfs_root, pid))
     pollers = Pollers()
     monitor = MonitorLoop(config.identity, plan.limit_bytes,
                           plan.guard_threshold if guard else plan.usage_threshold,

@@ -33,6 +33,7 @@ AUTH_REFUSED_MARKER = b"InvalidAuthToken"
 RAY_STARTED_MARKER = b"Ray runtime started."
 EXIT_AUTH_REFUSED = 3  # Ray would retry a wrong token for a minute; we stop at once
 EXIT_SIGNALLED_BEFORE_RAY = 143
+DESCENDANTS_PERIOD_S = 10.0
 
 
 class Supervisor:
@@ -137,11 +138,14 @@ class Supervisor:
                 return self._stop(EXIT_SIGNALLED_BEFORE_RAY)
             self._start_ray(token_path)
             self.parts.monitor.start()
+            remembered_at = 0.0
             while not self.shutdown.is_set():
                 if self.ray is not None and self.ray.poll() is not None:
                     self._explain_ray_exit()
                     break
-                self._remember_descendants()
+                if time.monotonic() - remembered_at > DESCENDANTS_PERIOD_S:  # walks all of /proc
+                    self._remember_descendants()
+                    remembered_at = time.monotonic()
                 self.shutdown.wait(0.5)
             if self.auth_refused:
                 self._explain_ray_exit()

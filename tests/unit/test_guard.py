@@ -12,7 +12,7 @@ import pytest
 from rayguard_node.accounting import (
     DASHBOARD, GCS_SERVER, IDLE_WORKER, OTHER, RAYLET, REDIS, RUNTIME, WORKER, ProcessMemory,
 )
-from rayguard_node.guard import Guard, GuardKill, TaskTracker, process_released
+from rayguard_node.guard import Guard, GuardKill, TaskTracker, process_gone
 
 MiB, GiB = 1024**2, 1024**3
 LIMIT = 4 * GiB
@@ -99,7 +99,7 @@ def test_non_workers_are_never_chosen(cls):
     assert tracker.newest([other]) is None
 
 
-# -- process_released -----------------------------------------------------------------
+# -- process_gone -----------------------------------------------------------------
 
 @pytest.mark.parametrize("comm, state, released", [
     ("ray::f", "R", False),
@@ -111,13 +111,13 @@ def test_non_workers_are_never_chosen(cls):
     ("ray:: IDLE", "D", False),
     ("((()))", "Z", True),
 ])
-def test_process_released_reads_the_state_after_the_last_paren(tmp_path, comm, state, released):
+def test_process_gone_reads_the_state_after_the_last_paren(tmp_path, comm, state, released):
     write_stat(tmp_path, 42, comm, state)
-    assert process_released(tmp_path, 42) is released
+    assert process_gone(tmp_path, 42) is released
 
 
-def test_process_released_when_gone(tmp_path):
-    assert process_released(tmp_path, 42) is True
+def test_process_gone_when_gone(tmp_path):
+    assert process_gone(tmp_path, 42) is True
 
 
 # -- Guard.tick -----------------------------------------------------------------------
@@ -138,11 +138,13 @@ class Rig:
         self.clock.t += dt
         return self.guard.tick(int(LIMIT * fraction))
 
-    def release(self, pid, how="zombie"):
+    def release(self, pid, how="reaped"):
         if how == "zombie":
             write_stat(self.procfs, pid, "ray::f", "Z")
         else:
-            (self.procfs / str(pid) / "stat").unlink()
+            for entry in (self.procfs / str(pid)).iterdir():
+                entry.unlink()
+            (self.procfs / str(pid)).rmdir()
         self.processes = [p for p in self.processes if p.pid != pid]
 
 
@@ -188,12 +190,26 @@ def test_after_a_kill_waits_for_release_then_picks_again(tmp_path):
     assert rig.kills.sent == [(21, signal.SIGKILL), (20, signal.SIGKILL)]
 
 
-def test_a_vanished_victim_counts_as_released(tmp_path):
+def test_a_zombie_holding_its_memory_is_not_released_yet(tmp_path):
+    """A multi-threaded worker turns zombie long before its pages are freed."""
     rig = Rig(tmp_path, base_processes())
     rig.tick(0.97)
-    assert rig.tick(0.97) is None
-    rig.release(21, how="gone")
-    assert rig.tick(0.97).victim.pid == 20
+    rig.release(21, how="zombie")
+    for _ in range(5):
+        assert rig.tick(0.97) is None  # usage has not fallen: keep waiting
+    assert len(rig.kills.sent) == 1
+
+
+def test_usage_falling_by_half_the_victims_memory_counts_as_released(tmp_path):
+    rig = Rig(tmp_path, base_processes())
+    used_at_kill = LIMIT  # 4 GiB: even 200 MiB less stays over the 0.95 threshold
+    assert rig.guard.tick(used_at_kill).victim.pid == 21  # 400 MiB of its own
+    rig.processes = [p for p in rig.processes if p.pid != 21]
+    rig.clock.t += 0.05
+    assert rig.guard.tick(used_at_kill - 150 * MiB) is None  # not yet half of it
+    rig.clock.t += 0.05
+    second = rig.guard.tick(used_at_kill - 200 * MiB)  # half is back; still over: next victim
+    assert second is not None and second.victim.pid == 20
 
 
 def test_release_timeout_on_the_fake_clock(tmp_path):
@@ -205,12 +221,12 @@ def test_release_timeout_on_the_fake_clock(tmp_path):
     assert len(rig.kills.sent) == 2
 
 
-def test_waiting_even_when_usage_dropped(tmp_path):
+def test_once_usage_dropped_a_new_rise_is_a_new_decision(tmp_path):
     rig = Rig(tmp_path, base_processes())
     rig.tick(0.97)
-    assert rig.tick(0.5) is None
-    assert rig.tick(0.97) is None  # back over, but the first victim is not released yet
-    assert len(rig.kills.sent) == 1
+    assert rig.tick(0.5) is None  # the memory came back
+    assert rig.tick(0.97) is not None  # over again: the guard acts again
+    assert len(rig.kills.sent) == 2
 
 
 def test_no_victim_warns_once_until_usage_falls(tmp_path, caplog):
