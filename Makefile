@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: test demo deps redis-server clean unit kind-up e2e
+.PHONY: test demo demo-detect deps redis-server clean unit kind-up e2e
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,13 @@ test: deps
 unit: deps
 	$(PY) -m pytest -q tests/unit
 
+# A RayCluster on this machine (no Kubernetes), a job with a task that outgrows its worker.
 demo: deps
-	@$(VENV)/bin/python examples/detect_demo.py
+	@$(VENV)/bin/rayguard local up examples/raycluster.yaml -- $(PY) examples/memory_hog.py
+
+# What Ray sees of a container's memory, and what rayguard sees.
+demo-detect: deps
+	@$(PY) examples/detect_demo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

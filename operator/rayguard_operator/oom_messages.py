@@ -60,8 +60,8 @@ def advice(report: Report) -> str:
         return "Advice: raise the actor's memory= quota, or make it use less."
     group = f"memory limit of group {report.identity.group}" if report.identity.group else "group's memory limit"
     if report.kind == KERNEL_OOM_KILL:
-        return (f"Advice: the kernel acted before any monitor could; raise the {group}"
-                " limit, or set memory= on the task so Ray runs fewer of them at once.")
+        return (f"Advice: the kernel acted before any monitor could; raise the {group},"
+                " or set memory= on the task so Ray runs fewer of them at once.")
     return (f"Advice: set memory= on the task so Ray reserves what it needs and runs fewer at"
             f" once, or raise the {group}.")
 

@@ -145,6 +145,9 @@ class ApiEmulator(kmock.KubernetesEmulator):
         if raw_request.method in WRITE_METHODS:
             self.writes.append(Write(raw_request.method, raw_request.path, time.monotonic()))
         raw_response: aiohttp.web.StreamResponse | None = None
+        # Read the body first: parse_request awaits it, and a pause between taking the
+        # next id and logging the request would let two concurrent requests share an id.
+        await raw_request.read()
         try:
             request = await parse_request(raw_request, id=len(self._requests))
             self._requests.append(request)

@@ -1,0 +1,142 @@
+"""Every name the operator gives to or reads from Kubernetes, defined once.
+
+Child names, label keys, selectors, annotation keys, port numbers and in-pod paths live here
+so that builders, the reconciler, status and tests agree on them. Label and container names
+are part of the DESIGN contract.
+"""
+
+from __future__ import annotations
+
+GROUP = "rayguard.dev"
+VERSION = "v1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "RayCluster"
+PLURAL = "rayclusters"
+
+# Labels (DESIGN contract).
+LABEL_CLUSTER = f"{GROUP}/cluster"
+LABEL_NODE_TYPE = f"{GROUP}/node-type"
+LABEL_GROUP = f"{GROUP}/group"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "rayguard"
+HEAD, WORKER = "head", "worker"
+# The head's value of rayguard.dev/group, and its key in status.memoryPlan.
+HEAD_GROUP = "head"
+
+# Annotations.
+ANNOTATION_TEMPLATE_HASH = f"{GROUP}/template-hash"
+# Keys under this prefix belong to rayguard; a template overlay may not set them.
+RESERVED_PREFIX = f"{GROUP}/"
+# kopf's own bookkeeping (finalizer, progress, last-handled configuration).
+KOPF_PREFIX = GROUP
+FINALIZER = f"{GROUP}/finalizer"
+
+CONTAINER = "ray-node"
+SECRET_KEY_RAY_TOKEN = "ray-auth-token"
+SECRET_KEY_REDIS_PASSWORD = "redis-password"
+SECRET_PLACEHOLDER = "<generated>"
+
+# Volumes and where they are mounted.
+VOLUME_SHM = "dshm"
+VOLUME_SECRETS = "rayguard-secrets"
+VOLUME_RAY_TEMP = "ray-temp"
+SHM_PATH = "/dev/shm"
+SECRETS_DIR = "/etc/rayguard/secrets"
+RAY_TEMP_DIR = "/tmp/ray"
+RESERVED_VOLUMES = (VOLUME_SHM, VOLUME_SECRETS, VOLUME_RAY_TEMP)
+RESERVED_MOUNT_PATHS = (SHM_PATH, SECRETS_DIR, RAY_TEMP_DIR)
+
+# Ports: (name, number). Container port names are at most 15 characters.
+PORT_GCS = ("gcs", 6379)
+PORT_CLIENT = ("client", 10001)
+PORT_DASHBOARD = ("dashboard", 8265)
+PORT_REDIS = ("redis", 6380)
+PORT_METRICS = ("metrics", 8080)
+PORT_HEALTH = ("health", 8079)
+HEAD_SERVICE_PORTS = (PORT_GCS, PORT_CLIENT, PORT_DASHBOARD, PORT_REDIS, PORT_METRICS)
+HEAD_CONTAINER_PORTS = HEAD_SERVICE_PORTS + (PORT_HEALTH,)
+WORKER_CONTAINER_PORTS = (PORT_METRICS, PORT_HEALTH)
+
+GRACE_SECONDS = 25
+TERMINATION_GRACE_SECONDS = GRACE_SECONDS + 5
+RUN_AS_ID = 1000  # the node image's numeric non-root user
+
+
+def secret_name(cluster: str) -> str:
+    return f"{cluster}-secret"
+
+
+def head_service_name(cluster: str) -> str:
+    return f"{cluster}-head"
+
+
+def head_pod_prefix(cluster: str) -> str:
+    return f"{cluster}-head-"
+
+
+def worker_pod_prefix(cluster: str, group: str) -> str:
+    return f"{cluster}-worker-{group}-"
+
+
+def head_address(cluster: str, namespace: str) -> str:
+    """host:port of the head's GCS, as workers reach it through the head Service."""
+    return f"{head_service_name(cluster)}.{namespace}.svc:{PORT_GCS[1]}"
+
+
+def cluster_labels(cluster: str) -> dict[str, str]:
+    return {LABEL_CLUSTER: cluster, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def node_labels(cluster: str, node_type: str, group: str) -> dict[str, str]:
+    return {**cluster_labels(cluster), LABEL_NODE_TYPE: node_type, LABEL_GROUP: group}
+
+
+def head_selector(cluster: str) -> dict[str, str]:
+    return {LABEL_CLUSTER: cluster, LABEL_NODE_TYPE: HEAD}
+
+
+def cluster_selector(cluster: str) -> str:
+    """Label selector (as a string) for every pod of one cluster."""
+    return f"{LABEL_CLUSTER}={cluster}"
+
+
+def owner_reference(cluster: str, uid: str) -> dict[str, object]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": cluster, "uid": uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+# Env the pod builder sets (the rayguard-node contract, plus the downward API). A template
+# overlay may add other variables, not these.
+ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_NODE_NAME = "POD_NAME", "POD_NAMESPACE", "NODE_NAME"
+ENV_ROLE = "RAYGUARD_ROLE"
+ENV_HEAD_ADDRESS = "RAYGUARD_HEAD_ADDRESS"
+ENV_TOKEN_FILE = "RAYGUARD_RAY_AUTH_TOKEN_FILE"
+ENV_REDIS_PORT = "RAYGUARD_REDIS_PORT"
+ENV_REDIS_PASSWORD_FILE = "RAYGUARD_REDIS_PASSWORD_FILE"
+ENV_HEALTH_PORT = "RAYGUARD_HEALTH_PORT"
+ENV_RAY_TEMP_DIR = "RAYGUARD_RAY_TEMP_DIR"
+ENV_CLUSTER = "RAYGUARD_CLUSTER"
+ENV_GROUP = "RAYGUARD_GROUP"
+ENV_LIMIT_BYTES = "RAYGUARD_LIMIT_BYTES"
+ENV_NUM_CPUS = "RAYGUARD_NUM_CPUS"
+ENV_OBJECT_STORE_BYTES = "RAYGUARD_OBJECT_STORE_BYTES"
+ENV_OBJECT_STORE_FRACTION = "RAYGUARD_OBJECT_STORE_FRACTION"
+ENV_OBJECT_STORE_MAX_BYTES = "RAYGUARD_OBJECT_STORE_MAX_BYTES"
+ENV_REDIS_FRACTION = "RAYGUARD_REDIS_FRACTION"
+ENV_REDIS_MAX_BYTES = "RAYGUARD_REDIS_MAX_BYTES"
+ENV_HEAP_FRACTION = "RAYGUARD_HEAP_FRACTION"
+ENV_USAGE_THRESHOLD = "RAYGUARD_USAGE_THRESHOLD"
+ENV_MONITOR_REFRESH_MS = "RAYGUARD_MONITOR_REFRESH_MS"
+ENV_GRACE_SECONDS = "RAYGUARD_GRACE_SECONDS"
+ENV_RAY_START_PARAMS = "RAYGUARD_RAY_START_PARAMS"
+RESERVED_ENV = frozenset({
+    ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_NODE_NAME, ENV_ROLE, ENV_HEAD_ADDRESS, ENV_TOKEN_FILE,
+    ENV_REDIS_PORT, ENV_REDIS_PASSWORD_FILE, ENV_HEALTH_PORT, ENV_RAY_TEMP_DIR, ENV_CLUSTER,
+    ENV_GROUP, ENV_LIMIT_BYTES, ENV_NUM_CPUS, ENV_OBJECT_STORE_BYTES, ENV_OBJECT_STORE_FRACTION,
+    ENV_OBJECT_STORE_MAX_BYTES, ENV_REDIS_FRACTION, ENV_REDIS_MAX_BYTES, ENV_HEAP_FRACTION,
+    ENV_USAGE_THRESHOLD, ENV_MONITOR_REFRESH_MS, ENV_GRACE_SECONDS, ENV_RAY_START_PARAMS,
+})
+
+# What the API server uses for generateName suffixes: no vowels, no look-alike digits.
+SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+SUFFIX_LENGTH = 5

@@ -1,0 +1,57 @@
+"""Operator settings, read from the environment once into a frozen dataclass.
+
+The chart sets these variables on the operator's Deployment; `rayguard operator` and
+`rayguard render` read them the same way, so a render shows what this operator would build.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+DEFAULT_NODE_IMAGE = "rayguard/node:0.1.0"
+DEFAULT_RESYNC_SECONDS = 60.0
+LOG_FORMATS = ("json", "plain")
+
+ENV_NODE_IMAGE = "RAYGUARD_OPERATOR_NODE_IMAGE"
+ENV_NAMESPACES = "RAYGUARD_OPERATOR_NAMESPACES"
+ENV_RESYNC_SECONDS = "RAYGUARD_OPERATOR_RESYNC_SECONDS"
+ENV_LOG_FORMAT = "RAYGUARD_OPERATOR_LOG_FORMAT"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class SettingsError(ValueError):
+    """An operator env var holds a value the operator cannot use; str() is one line."""
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    node_image: str = DEFAULT_NODE_IMAGE
+    # Empty: every namespace.
+    namespaces: tuple[str, ...] = ()
+    resync_seconds: float = DEFAULT_RESYNC_SECONDS
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
+        env = os.environ if environ is None else environ
+        image = env.get(ENV_NODE_IMAGE, "").strip() or DEFAULT_NODE_IMAGE
+        namespaces = tuple(n.strip() for n in env.get(ENV_NAMESPACES, "").split(",") if n.strip())
+        for namespace in namespaces:
+            if not _DNS_LABEL.match(namespace) or len(namespace) > 63:
+                raise SettingsError(f"{ENV_NAMESPACES}: {namespace!r} is not a namespace name")
+        raw_resync = env.get(ENV_RESYNC_SECONDS, "").strip()
+        try:
+            resync = float(raw_resync) if raw_resync else DEFAULT_RESYNC_SECONDS
+        except ValueError:
+            raise SettingsError(f"{ENV_RESYNC_SECONDS}={raw_resync!r}: expected seconds, e.g. 60") from None
+        if not resync > 0:
+            raise SettingsError(f"{ENV_RESYNC_SECONDS}={raw_resync!r}: must be above 0")
+        log_format = env.get(ENV_LOG_FORMAT, "").strip().lower() or "json"
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"{ENV_LOG_FORMAT}={log_format!r}: expected json or plain")
+        return cls(node_image=image, namespaces=tuple(dict.fromkeys(namespaces)),
+                   resync_seconds=resync, log_format=log_format)
