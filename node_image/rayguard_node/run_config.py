@@ -84,6 +84,12 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
             raise InvalidSetting(f"--ray-start-params / rayStartParams.{key}", value,
                                  "values must be strings, numbers, booleans or null")
 
+    for key in FLUSH_KEYS:
+        value = values.get(key)
+        if value is not None and (value < 0 or (key == "flush_num_entries_each_time" and value < 1)):  # type: ignore[operator]
+            raise InvalidSetting(f"--{key.replace('_', '-')} / RAYGUARD_{key.upper()}", value,
+                                 "must be positive")
+
     def path(name: str) -> Path | None:
         value = values.get(name)
         return Path(str(value)) if value else None

@@ -76,9 +76,12 @@ def build_env(cluster: ClusterModel, group: NodeGroup) -> list[dict[str, Any]]:
         _value(names.ENV_OBJECT_STORE_FRACTION, memory.object_store_fraction),
         _value(names.ENV_OBJECT_STORE_MAX_BYTES, memory.object_store_max_bytes),
     ]
-    if head:
+    if head:  # the head owns Redis, its cap and the ledger's flush policy
         env += [_value(names.ENV_REDIS_FRACTION, memory.redis_fraction),
-                _value(names.ENV_REDIS_MAX_BYTES, memory.redis_max_bytes)]
+                _value(names.ENV_REDIS_MAX_BYTES, memory.redis_max_bytes),
+                _value(names.ENV_FLUSH_WHEN_AT_LEAST_BYTES, memory.flush_when_at_least_bytes),
+                _value(names.ENV_FLUSH_PERIOD_SECS, memory.flush_period_secs),
+                _value(names.ENV_FLUSH_NUM_ENTRIES_EACH_TIME, memory.flush_num_entries_each_time)]
     env += [
         _value(names.ENV_HEAP_FRACTION, memory.heap_fraction),
         _value(names.ENV_USAGE_THRESHOLD, memory.usage_threshold),
