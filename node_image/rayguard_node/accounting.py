@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from .cgroup_files import read_small
+
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 NAME_MAX_CHARS = 200
 
@@ -95,14 +97,6 @@ def parse_uss(smaps_rollup: str) -> int:
     return total_kib * 1024
 
 
-def _read(path: str) -> bytes:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(descriptor, 131072)
-    finally:
-        os.close(descriptor)
-
-
 def read_process(procfs_root: Path | str, pid: int, with_uss: bool = False) -> ProcessMemory | None:
     """One process, or None if it vanished (or turned into a zombie) mid-read.
 
@@ -110,17 +104,17 @@ def read_process(procfs_root: Path | str, pid: int, with_uss: bool = False) -> P
     """
     base = f"{procfs_root}/{pid}/"
     try:
-        name = process_name(_read(base + "cmdline"))
+        name = process_name(read_small(base + "cmdline"))
         if not name:  # kernel thread or zombie: no memory of its own to account
             return None
-        rss, shared = parse_statm(_read(base + "statm"))
-        start = parse_start_ticks(_read(base + "stat"))
+        rss, shared = parse_statm(read_small(base + "statm"))
+        start = parse_start_ticks(read_small(base + "stat"))
     except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError, ValueError):
         return None
     uss = None
     if with_uss:  # optional extra: its absence must not hide the process
         try:
-            uss = parse_uss(_read(base + "smaps_rollup").decode())
+            uss = parse_uss(read_small(base + "smaps_rollup").decode())
         except (OSError, IndexError, ValueError):
             uss = None
     return ProcessMemory(pid, name, classify(name), rss, shared, start, uss)
