@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: test demo demo-detect deps redis-server clean unit kind-up e2e
+.PHONY: test demo demo-detect deps redis-server clean unit kind-up e2e kind-down
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,18 @@ demo: deps
 # What Ray sees of a container's memory, and what rayguard sees.
 demo-detect: deps
 	@$(PY) examples/detect_demo.py
+
+# A kind cluster named rayguard (kind-config.yaml) with both images loaded, the operator chart
+# installed and examples/raycluster.yaml Ready. Needs docker, kind, kubectl and helm.
+kind-up:
+	@bash scripts/kind-e2e.sh up
+
+kind-down:
+	@bash scripts/kind-e2e.sh down
+
+# End to end on kind. RAYGUARD_E2E=1: here a missing tool fails the tests instead of skipping them.
+e2e: $(STAMP) kind-up
+	RAYGUARD_E2E=1 $(PY) -m pytest -q -rs tests/e2e $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -97,7 +97,7 @@ RUN_OPTIONS = (
     Option("pod_namespace", _text, "pod namespace, copied into reports", env="POD_NAMESPACE"),
     Option("grace_seconds", _float, "SIGTERM grace period (default 25)"),
     Option("ray_start_params", _json_object, "JSON object of extra `ray start` flags"),
-    Option("flush_when_at_least_bytes", parse_bytes, "head: flush the ledger once Redis holds this much (default 2Gi, at most 80% of maxmemory)"),
+    Option("flush_when_at_least_bytes", parse_bytes, "head: flush the ledger once Redis holds this much (default 2Gi, at most 80%% of maxmemory)"),
     Option("flush_period_secs", _float, "head: ledger flush period (default 10)"),
     Option("flush_num_entries_each_time", _int, "head: ledger entries flushed each time (default 10000)"),
 )

@@ -217,3 +217,12 @@ def test_plan_bad_input(args, env, expected):
 ])
 def test_usage_errors(args, fragment):
     assert fragment in _fails(args)
+
+
+@pytest.mark.parametrize("command", [[], ["detect"], ["plan"], ["run"]])
+def test_help_renders_for_every_command(command):
+    """argparse formats help text with %: a stray percent sign breaks --help."""
+    result = subprocess.run([sys.executable, "-m", "rayguard_node", *command, "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "usage: rayguard-node" in result.stdout
