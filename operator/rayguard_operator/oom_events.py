@@ -69,6 +69,9 @@ class EventAggregator:
     writes_per_minute: int = WRITES_PER_MINUTE_PER_CLUSTER
     _pending: dict[tuple[str, str, str], _Pending] = field(default_factory=dict)
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    # Slots being written now: another thread's flush leaves them pending, or two writers
+    # would both read the old count and one increment would be lost.
+    _in_flight: set[tuple[str, str, str]] = field(default_factory=set)
     writes_total: int = 0
     # Daemons and reconcile passes call in from several threads; I/O happens outside it.
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -104,22 +107,30 @@ class EventAggregator:
         bucket.tokens -= 1
         return True
 
-    def flush(self, cluster: str | None = None) -> int:
-        """Write what the budget allows (for one cluster, or all); returns writes made."""
+    def flush(self, cluster: str | None = None, force: bool = False) -> int:
+        """Write what the budget allows (for one cluster, or all); returns writes made.
+        `force` writes everything pending, budget or not: the last flush before the
+        operator stops, so that held-back increments are not lost (one write per Event)."""
         with self._lock:
             due = [(slot, self._pending.pop(slot)) for slot in list(self._pending)
-                   if (cluster is None or slot[0] == cluster) and self._take_token(slot[0])]
+                   if slot not in self._in_flight and (cluster is None or slot[0] == cluster)
+                   and (force or self._take_token(slot[0]))]
+            self._in_flight.update(slot for slot, _ in due)
         writes = 0
-        for index, (slot, pending) in enumerate(due):
-            try:
-                self._write(slot[1], slot[2], pending)
-            except Exception:
-                with self._lock:  # retried on the next flush, merged with what came since
-                    for later_slot, later in due[index:]:
-                        self._merge(later_slot, later)
-                    self.writes_total += writes
-                raise
-            writes += 1
+        try:
+            for index, (slot, pending) in enumerate(due):
+                try:
+                    self._write(slot[1], slot[2], pending)
+                except Exception:
+                    with self._lock:  # retried on the next flush, merged with what came since
+                        for later_slot, later in due[index:]:
+                            self._merge(later_slot, later)
+                        self.writes_total += writes
+                    raise
+                writes += 1
+        finally:
+            with self._lock:
+                self._in_flight.difference_update(slot for slot, _ in due)
         with self._lock:
             self.writes_total += writes
         return writes

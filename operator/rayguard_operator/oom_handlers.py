@@ -17,13 +17,16 @@ import kopf
 from rayguard_node.reports import Report
 
 from . import names
-from .oom_stream import RedisTarget, follow, redis_target
+from .oom_stream import BLOCK_MS, RedisTarget, follow, redis_target
 
 log = logging.getLogger(__name__)
 START_OF_STREAM = "0-0"
 
 
-@kopf.daemon(names.GROUP, names.VERSION, names.PLURAL, cancellation_timeout=10.0)
+# On stopping, kopf first only signals `stopped` for `cancellation_backoff` seconds (the
+# follower sees it after at most one blocking read), and cancels the daemon after that.
+@kopf.daemon(names.GROUP, names.VERSION, names.PLURAL, cancellation_backoff=BLOCK_MS / 1000 + 3,
+             cancellation_timeout=10.0)
 async def follow_oom_reports(namespace: str, name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
                              memo: kopf.Memo, **_: Any) -> None:
     api, tracker = memo.syncer.api, memo.oom_tracker
@@ -42,5 +45,12 @@ async def follow_oom_reports(namespace: str, name: str, body: kopf.Body, stopped
             await asyncio.to_thread(tracker.flush_events, name)
 
     log.info("RayCluster %s/%s: following OOM reports after %s", namespace, name, last_id)
-    await follow(target, last_id, handle, stopped.is_set, f"RayCluster {namespace}/{name}",
-                 after_read=flush_events)
+    try:
+        await follow(target, last_id, handle, stopped.is_set, f"RayCluster {namespace}/{name}",
+                     after_read=flush_events)
+    finally:
+        # Stopping (the operator exits, or the cluster is gone), even when cancelled while
+        # waiting out a backoff: Events held back by the rate limit would be lost with this
+        # process (status.oom already has them).
+        if tracker.aggregator.pending_count:
+            await asyncio.to_thread(tracker.flush_events, name, True)

@@ -64,6 +64,15 @@ def decode_entries(raw: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[list[tu
     return entries, last
 
 
+async def _sleep_unless(stopped: Callable[[], bool], seconds: float) -> None:
+    """Sleep, but wake within a quarter second of `stopped()`: a backoff must not hold up
+    the daemon's graceful exit."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not stopped() and loop.time() < deadline:
+        await asyncio.sleep(min(0.25, deadline - loop.time()))
+
+
 async def follow(
     target: Callable[[], Awaitable[RedisTarget | None]],
     last_id: str,
@@ -103,7 +112,7 @@ async def follow(
             if client is not None:
                 await client.aclose()
                 client = None
-            await asyncio.sleep(backoff)
+            await _sleep_unless(stopped, backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
     if client is not None:
         await client.aclose()

@@ -72,6 +72,8 @@ class OomTracker:
             if kills:
                 found.append((pod, kills))
         if not found:
+            if self.aggregator.pending_count:  # held back by the rate limit: the budget may have refilled
+                self._flush(name)
             return 0
         with self.lock(namespace, name):
             counts, notes = [], []
@@ -118,12 +120,13 @@ class OomTracker:
         self._flush(name)
         return True
 
-    def flush_events(self, cluster: str) -> None:
-        self._flush(cluster)
+    def flush_events(self, cluster: str, final: bool = False) -> None:
+        """Write held-back Events; `final` (the operator is stopping) writes all of them."""
+        self._flush(cluster, force=final)
 
-    def _flush(self, cluster: str) -> None:
+    def _flush(self, cluster: str, force: bool = False) -> None:
         try:
-            self.aggregator.flush(cluster)
+            self.aggregator.flush(cluster, force=force)
         except Exception as error:  # noqa: BLE001 (an Event is worth a retry, not a crash)
             log.warning("could not write OOM events for %s yet: %s", cluster, error)
 

@@ -1,0 +1,275 @@
+"""What the OOM-surfacing tests share: the operator under kopf that a test can stop and start
+again, a kubelet's view of OOMKilled containers, and each cluster's head Redis.
+
+The emulator assigns no clusterIP and runs no pods, so a test plays both parts: it sets the
+head Service's `spec.clusterIP` to a loopback address of its own (Linux routes all of
+127.0.0.0/8 to loopback, so each cluster gets its own `127.x.y.z:6380`) and runs a real
+`redis-server` there with the password from the cluster's Secret. Runtimes write reports
+with `ReportSink`, exactly as `rayguard-node` does.
+
+Test modules import the fixture they use:
+`from .oom_harness import oom_operator  # noqa: F401`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import random
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from rayguard_node.redis_server import RedisServer
+from rayguard_node.report_sink import ReportSink
+from rayguard_node.reports import STREAM_KEY, Identity, NodeUsage, Report, TopEntry, Victim, new_report
+from tests.integration.conftest import OperatorHarness
+from tests.kube import KubeApi, run_kopf
+
+from .redis_fixtures import RedisServers
+
+REPO = Path(__file__).resolve().parents[2]
+MiB, GiB = 1024**2, 1024**3
+REDIS_PORT = 6380  # the head Service's port named `redis`
+OPERATOR_ARGS = ['run', '--standalone', '--namespace=default', '-m', 'rayguard_operator']
+MERGE = 'application/merge-patch+json'
+
+OOM_REASONS = ('OOMKilled', 'MemoryMonitorKill', 'KernelOOMKill', 'RayMemoryMonitorKill',
+               'MemoryQuotaExceeded')
+
+
+def cluster_body(name: str, workers: int = 1) -> dict[str, Any]:
+    body = yaml.safe_load((REPO / 'examples' / 'raycluster-minimal.yaml').read_text())
+    body['metadata']['name'] = name
+    body['spec']['workerGroups'][0]['replicas'] = workers
+    return body
+
+
+def loopback_address(port: int = REDIS_PORT) -> str:
+    """An address in 127.0.0.0/8 (away from 127.0.0.1) where `port` is free."""
+    rng = random.Random()
+    for _ in range(200):
+        host = f'127.{rng.randint(16, 250)}.{rng.randint(0, 255)}.{rng.randint(2, 250)}'
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        return host
+    pytest.skip(f'port {port} is taken on every loopback address tried (another process listens on'
+                f' 0.0.0.0:{port}?); the head Service has no other port for Redis')
+
+
+class BlackHole:
+    """A head Redis that hangs: it accepts connections and never answers a byte."""
+
+    def __init__(self, host: str, port: int = REDIS_PORT) -> None:
+        self.host, self.port = host, port
+        self._listener = socket.create_server((host, port))
+        self._listener.settimeout(0.2)
+        self._held: list[socket.socket] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name='black-hole', daemon=True)
+        self._thread.start()
+
+    @property
+    def accepted(self) -> int:
+        return len(self._held)
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            self._held.append(conn)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+
+
+def report(kind: str, cluster: str, pod: str, group: str = 'cpu', victim: str = 'ray::allocate_memory',
+           pid: int = 4242, role: str = 'worker') -> Report:
+    return new_report(
+        kind, Identity(cluster, 'default', pod, group, role),
+        Victim(pid, victim, rss_bytes=1536 * MiB, shared_bytes=512 * MiB),
+        NodeUsage(used_bytes=1962 * MiB, limit_bytes=2 * GiB, fraction=0.958, threshold=0.95),
+        [TopEntry(pid, victim, 1024 * MiB), TopEntry(pid + 1, 'ray::IDLE', 200 * MiB)])
+
+
+class HeadRedis:
+    """One cluster's head Redis and a runtime's ReportSink writing to it."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.client = server.client()
+        self.sink = ReportSink(server.client, stdout=io.StringIO())
+
+    def write(self, *reports: Report) -> list[str]:
+        """Emit and send reports as a runtime does; returns their stream ids, in order."""
+        for item in reports:
+            self.sink.emit(item)
+        sent = self.sink.flush_pending()
+        assert sent == len(reports) and self.sink.pending_count == 0, 'the sink could not send'
+        return self.stream_ids(reports)
+
+    def stream_ids(self, reports: tuple[Report, ...] | list[Report]) -> list[str]:
+        by_report = {fields[b'id'].decode(): entry.decode()
+                     for entry, fields in self.client.xrange(STREAM_KEY)}
+        return [by_report[item.id] for item in reports]
+
+    def last_id(self) -> str:
+        [(entry, _fields)] = self.client.xrevrange(STREAM_KEY, count=1)
+        return entry.decode()
+
+    def followers(self) -> int:
+        """Connections blocked in XREAD: the operator's daemon, waiting for reports."""
+        try:
+            return sum(1 for c in self.client.client_list() if c.get('cmd') == 'xread')
+        except (redis.RedisError, OSError):
+            return 0
+
+    def close(self) -> None:
+        self.client.close()
+        self.sink._drop_client()
+
+
+class OomOperator(OperatorHarness):
+    """The operator under kopf, which a test can stop and start again, and the head Redis
+    servers it follows."""
+
+    def __init__(self, api: KubeApi, redis_dir: Path) -> None:
+        super().__init__(api)
+        self._run: contextlib.AbstractContextManager[Any] | None = None
+        self._servers = RedisServers(redis_dir)
+        self._heads: list[HeadRedis] = []
+        self._holes: list[BlackHole] = []
+        self.outputs: list[str] = []
+
+    # --- the operator's life
+    def start(self) -> None:
+        assert self._run is None, 'already running'
+        self._run = run_kopf(OPERATOR_ARGS, timeout=30)
+        self.runner = self._run.__enter__()
+
+    def stop(self) -> None:
+        assert self._run is not None, 'not running'
+        run, self._run = self._run, None
+        run.__exit__(None, None, None)
+        self.outputs.append(self.runner.output)
+        assert self.runner.exception is None, self.runner.exception
+        assert self.runner.exit_code == 0, self.runner.output
+
+    @property
+    def running(self) -> bool:
+        return self._run is not None
+
+    def close(self) -> None:
+        try:
+            if self._run is not None:
+                self.stop()
+        finally:
+            for head in self._heads:
+                head.close()
+            for hole in self._holes:
+                hole.close()
+            self._servers.stop_all()  # each by its PID
+
+    # --- reading
+    def oom(self, cluster: str) -> dict[str, Any]:
+        return self.status(cluster).get('oom') or {}
+
+    def oom_total(self, cluster: str) -> int:
+        return int(self.oom(cluster).get('total') or 0)
+
+    def oom_events(self, reason: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get('reason') in OOM_REASONS
+                and (reason is None or e['reason'] == reason)]
+
+    def pod(self, name: str) -> dict[str, Any]:
+        return self._raw(self.api.core.read_namespaced_pod, name, self.ns)
+
+    # --- a kubelet's view of the container
+    def set_container(self, pod: str, phase: str, *, restarts: int = 0, ready: bool = True,
+                      state: dict[str, Any] | None = None,
+                      last_state: dict[str, Any] | None = None) -> None:
+        container = {'name': 'ray-node', 'ready': ready and phase == 'Running', 'restartCount': restarts,
+                     'image': 'rayguard/node:test', 'imageID': 'rayguard/node@sha256:0', 'state': state or {'running': {'startedAt': '2025-01-01T00:00:00Z'}},
+                     'lastState': last_state or {}}
+        status = {'phase': phase, 'podIP': '10.0.0.1', 'containerStatuses': [container],
+                  'conditions': [{'type': 'Ready', 'status': 'True' if container['ready'] else 'False'}]}
+        self._write(self.api.core.patch_namespaced_pod_status, pod, self.ns, {'status': status},
+                    _content_type=MERGE, _preload_content=False)
+
+    # --- the head Redis
+    def _prepare_head(self, cluster: str, host: str) -> str:
+        """Point the head Service at `host` and store the Secret as the API server would;
+        returns the Redis password the operator generated."""
+        service = f'{cluster}-head'
+        secret_name = f'{cluster}-secret'
+        self.wait(lambda: service in {s['metadata']['name'] for s in self._raw(
+            self.api.core.list_namespaced_service, self.ns)['items']}, f'the Service {service}')
+        self._write(self.api.core.patch_namespaced_service, service, self.ns,
+                    {'spec': {'clusterIP': host}}, _content_type=MERGE)
+        self.wait(lambda: secret_name in self.secret_names(), f'the Secret {secret_name}')
+        secret = self.secret(secret_name)
+        if secret.get('stringData'):
+            # The API server stores stringData as base64 data and never returns it; the
+            # emulator keeps it as written, so do the API server's part here.
+            data = {**(secret.get('data') or {}), **{
+                k: base64.b64encode(v.encode()).decode() for k, v in secret['stringData'].items()}}
+            self._write(self.api.core.patch_namespaced_secret, secret_name, self.ns,
+                        {'data': data, 'stringData': None}, _content_type=MERGE)
+            secret = self.secret(secret_name)
+        assert 'stringData' not in secret
+        return base64.b64decode(secret['data']['redis-password']).decode()
+
+    def head_redis(self, cluster: str, host: str | None = None, start: bool = True) -> HeadRedis:
+        """A real redis-server at the cluster's head Service address, with its password."""
+        host = host or loopback_address()
+        password = self._prepare_head(cluster, host)
+        server = RedisServer(REDIS_PORT, password, 64 * MiB,
+                             workdir=self._servers.directory / f'{cluster}-{len(self._servers.made)}',
+                             bind=host)
+        self._servers.made.append(server)
+        if start:
+            server.start()
+        head = HeadRedis(server)
+        self._heads.append(head)
+        return head
+
+    def dead_head(self, cluster: str, how: str) -> BlackHole | None:
+        """Point the cluster at a head Redis that is not there (`refused`) or that hangs."""
+        host = loopback_address()
+        self._prepare_head(cluster, host)
+        if how == 'refused':
+            return None
+        hole = BlackHole(host)
+        self._holes.append(hole)
+        return hole
+
+
+@pytest.fixture
+def oom_operator(kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch,
+                 tmp_path: Path) -> Iterator[OomOperator]:
+    """The operator (`kopf run -m rayguard_operator`, 0.5 s resync), started; `stop()` and
+    `start()` restart it. Every redis-server it made is stopped afterwards, by PID."""
+    monkeypatch.setenv('RAYGUARD_OPERATOR_RESYNC_SECONDS', '0.5')
+    monkeypatch.setenv('RAYGUARD_OPERATOR_NODE_IMAGE', 'rayguard/node:test')
+    harness = OomOperator(kube_api, tmp_path / 'head-redis')
+    harness.start()
+    try:
+        yield harness
+    finally:
+        harness.close()
