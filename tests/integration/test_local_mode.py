@@ -51,7 +51,9 @@ def _ray_processes_in(pids_before: set[int]) -> list[str]:
                     cmd = handle.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if any(marker in cmd for marker in ("raylet", "gcs_server", "rayguard_node run", "redis-server")):
+            # Ray's processes name their temp dir (local mode makes /tmp/rg-*); the redis-server
+            # and runtime of each pod were in its cgroup, which could only be removed empty.
+            if "/tmp/rg-" in cmd and any(m in cmd for m in ("raylet", "gcs_server", "ray start")):
                 found.append(f"{entry}: {cmd[:120]}")
     return found
 
