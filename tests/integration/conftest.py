@@ -147,10 +147,10 @@ class OperatorHarness:
                     'rayclusters', name)
 
     # waiting
-    def wait(self, predicate: _Callable[[], _Any], what: str, timeout: float = 20) -> _Any:
+    def wait(self, predicate: _Callable[[], _Any], what: str, timeout: float = 60) -> _Any:
         return _wait_for(predicate, timeout=timeout, what=what)
 
-    def wait_reconciles(self, cluster: str, passes: int = 2, timeout: float = 20) -> None:
+    def wait_reconciles(self, cluster: str, passes: int = 2, timeout: float = 60) -> None:
         start = self.reconciles(cluster)
         self.wait(lambda: self.reconciles(cluster) >= start + passes, f'{passes} passes over {cluster}', timeout)
 
