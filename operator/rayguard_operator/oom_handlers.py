@@ -17,6 +17,7 @@ import kopf
 from rayguard_node.reports import Report
 
 from . import names
+from .errors import KubeApiError
 from .oom_stream import BLOCK_MS, RedisTarget, follow, redis_target
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,12 @@ async def follow_oom_reports(namespace: str, name: str, body: kopf.Body, stopped
         return redis_target(service, secret, namespace)
 
     async def handle(entries: list[tuple[str, Report]], _newest: str) -> bool:
-        return await asyncio.to_thread(tracker.count_reports, namespace, name, entries)
+        try:
+            return await asyncio.to_thread(tracker.count_reports, namespace, name, entries)
+        except KubeApiError as error:  # not counted: the same entries are read again next time
+            log.warning("RayCluster %s/%s: could not count OOM reports yet: %s", namespace, name, error)
+            await asyncio.sleep(1)
+            return False
 
     async def flush_events() -> None:
         if tracker.aggregator.pending_count:

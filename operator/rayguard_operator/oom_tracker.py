@@ -114,7 +114,11 @@ class OomTracker:
             self.aggregator.add(name, _involved(cluster), key, note)
             pod_name = report.identity.pod
             if pod_name and pod_name not in pods:
-                pods[pod_name] = self.api.get_pod(namespace, pod_name)
+                try:  # after the status write nothing may raise, or the batch would count twice
+                    pods[pod_name] = self.api.get_pod(namespace, pod_name)
+                except Exception as error:  # noqa: BLE001
+                    log.warning("no Event on pod %s this time: %s", pod_name, error)
+                    pods[pod_name] = None
             if pods.get(pod_name):
                 self.aggregator.add(name, _involved(pods[pod_name]), key, note)  # type: ignore[arg-type]
         self._flush(name)
