@@ -1,0 +1,594 @@
+"""OOM reports to Kubernetes Events: latency, and what a burst costs, rayguard against naive.
+
+The operator (`rayguard operator --standalone`, its own process) runs against the Kubernetes
+API emulator, with its OOM daemon following each cluster's `rayguard:reports` stream. Each
+cluster's head Redis is a real `redis-server`, reachable where the operator looks for it:
+the head Service's clusterIP (the emulator assigns none, so the bench sets one, 127.0.1.N)
+on port 6380, with the password from the cluster Secret. Reports are written as the
+runtimes write them: `ReportSink(...).emit(report)` and `flush_pending()`.
+
+Measured, for rayguard and then, in the same run, for a naive consumer (one Event created
+and one status update per report, no aggregation, its own process too):
+
+- report -> Event latency, p50 and p99: from the XADD until the emulator has stored the
+  Event on the RayCluster (created, or its count raised). With 1 cluster (reports 3 s
+  apart), and with 50 clusters (one report to each, all written at the same moment, 5
+  rounds).
+- a burst of 1,000 reports to one cluster (100 each from its 10 workers, one task name):
+  the time until `status.oom` counts all of them, the time until the Events' counts add up
+  to 1,000, the Event objects written and the writes it took.
+
+Run: .venv/bin/python bench/oom_events.py [--samples 40] [--clusters 50] [--rounds 5] [--burst 1000]
+It needs `redis-server` on PATH; it stops every redis-server and process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+import attrs  # noqa: E402
+import kmock  # noqa: E402
+import kubernetes.client  # noqa: E402
+
+from reconcile import (BENCH_AGENT, MERGE, NS, REPO, Operator, RecordingEmulator,  # noqa: E402
+                       cluster_body, wait_until)
+from tests.kube import EmulatorServer, api_client, load_rayguard_crd, write_kubeconfig  # noqa: E402
+
+from rayguard_node.redis_server import RedisServer, redis_client  # noqa: E402
+from rayguard_node.report_sink import ReportSink  # noqa: E402
+from rayguard_node.reports import (MONITOR_KILL, STREAM_KEY, Identity, NodeUsage, Report,  # noqa: E402
+                                   TopEntry, Victim, new_report)
+
+NAIVE_AGENT = "naive-consumer"
+REDIS_PORT = 6380
+REDIS_MAXMEMORY = 32 * 1024**2
+WORKERS = 10
+SAMPLE_GAP_S = 3.0
+GiB = 1024**3
+
+
+# --- the emulator: Secrets as the API server stores them, and a log of Event writes -------
+
+class EventWrite(NamedTuple):
+    time: float
+    method: str
+    name: str
+    count: int
+    agent: str
+
+
+@attrs.define(kw_only=True)
+class OomEmulator(RecordingEmulator):
+    event_writes: list[EventWrite] = attrs.field(factory=list, init=False)
+
+    async def _create(self, request: Any, info: Any) -> Any:
+        # The API server stores a Secret's stringData base64-encoded in data; the emulator
+        # keeps stringData as sent, and the operator reads the Redis password from data.
+        if request.resource.plural == "secrets" and isinstance(request.data, dict) \
+                and request.data.get("stringData"):
+            data = dict(request.data.get("data") or {})
+            for key, value in request.data.pop("stringData").items():
+                data[key] = base64.b64encode(value.encode()).decode()
+            request.data["data"] = data
+        return await super()._create(request, info)
+
+    async def _write(self, request: Any) -> Any:
+        written = await super()._write(request)
+        if request.resource is not None and request.resource.plural == "events" and request.method != "DELETE":
+            obj = self._live((request.resource, written.namespace, written.name)) or {}
+            self.event_writes.append(EventWrite(time.monotonic(), request.method, written.name,
+                                                int(obj.get("count") or 1),
+                                                request.headers.get("User-Agent", "")))
+        return written
+
+
+# --- naive consumer: a thread per cluster, one Event and one status update per report -----
+
+def naive_consumer(spec_path: Path) -> int:
+    from rayguard_operator import events
+    from rayguard_operator.oom_messages import REASON_BY_KIND, report_message
+    from rayguard_operator.oom_status import OomCount, tally
+
+    spec = json.loads(spec_path.read_text())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def follow(cluster: dict[str, Any]) -> None:
+        client = api_client(spec["url"])
+        client.user_agent = NAIVE_AGENT
+        core, custom = kubernetes.client.CoreV1Api(client), kubernetes.client.CustomObjectsApi(client)
+        name = cluster["name"]
+        involved = json.loads(custom.get_namespaced_custom_object(
+            "rayguard.dev", "v1", NS, "rayclusters", name, _preload_content=False).data)
+        redis = redis_client(cluster["host"], REDIS_PORT, cluster["password"])
+        last = cluster["last_id"]
+        while not stop.is_set():
+            try:
+                raw = redis.xread({STREAM_KEY: last}, count=500, block=1000)
+            except Exception:  # noqa: BLE001
+                time.sleep(0.2)
+                continue
+            for _stream, entries in raw or []:
+                for entry_id, fields in entries:
+                    report = Report.from_dict(json.loads(fields[b"report"]))
+                    message = report_message(report)
+                    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    note = events.EventNote(events.WARNING, REASON_BY_KIND[report.kind], message)
+                    core.create_namespaced_event(NS, events.build_event(involved, note, f"{name}.{report.id}", now))
+                    current = json.loads(custom.get_namespaced_custom_object(
+                        "rayguard.dev", "v1", NS, "rayclusters", name, _preload_content=False).data)
+                    oom = tally((current.get("status") or {}).get("oom"),
+                                [OomCount(report.kind, report.time, message, entry_id.decode())])
+                    custom.patch_namespaced_custom_object_status(
+                        "rayguard.dev", "v1", NS, "rayclusters", name, {"status": {"oom": oom}},
+                        _content_type=MERGE)
+                    last = entry_id.decode()
+        client.close()
+
+    threads = [threading.Thread(target=follow, args=(c,), daemon=True) for c in spec["clusters"]]
+    for thread in threads:
+        thread.start()
+    print("naive consumer: following", len(threads), "streams", flush=True)
+    stop.wait()
+    return 0
+
+
+class NaiveConsumer:
+    def __init__(self, url: str, clusters: list[dict[str, Any]], workdir: Path) -> None:
+        spec = workdir / "naive.json"
+        spec.write_text(json.dumps({"url": url, "clusters": clusters}))
+        self._log = (workdir / "naive.log").open("w")
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--naive-consumer", str(spec)],
+                                        stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.log_path = workdir / "naive.log"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+# --- the bench's side: clusters, heads, reports --------------------------------------------
+
+@dataclass
+class Head:
+    cluster: str
+    ip: str
+    password: str
+    workers: list[str]
+    server: RedisServer
+    sink: ReportSink
+    uid: str
+
+
+@dataclass
+class DesignResult:
+    design: str
+    one: list[float] = field(default_factory=list)          # latency s, RayCluster Event
+    one_pod: list[float] = field(default_factory=list)      # latency s, Pod Event (rayguard)
+    many: list[float] = field(default_factory=list)
+    many_pod: list[float] = field(default_factory=list)
+    burst_status_s: float | None = None
+    burst_events_s: float | None = None
+    burst_objects: int = 0
+    burst_event_writes: int = 0
+    burst_status_writes: int = 0
+    burst_flush_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args, self.workdir = args, workdir
+        self.emulator = OomEmulator()
+        self.emulator.install_crd(load_rayguard_crd())
+        self.server = EmulatorServer(self.emulator)
+        self.heads: dict[str, Head] = {}
+        self.servers: list[RedisServer] = []
+        self.operator: Operator | None = None
+        self.devnull = open(os.devnull, "w")
+
+    # setup
+    def start(self) -> None:
+        self.server.__enter__()
+        self.kubeconfig = write_kubeconfig(self.workdir / "kubeconfig", self.server.url)
+        self.client = api_client(self.server.url)
+        self.client.user_agent = BENCH_AGENT
+        self.core = kubernetes.client.CoreV1Api(self.client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+
+    def start_operator(self) -> None:
+        self.operator = Operator(self.kubeconfig, self.workdir / "operator.log", resync_s=60.0)
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+
+    def objects(self, plural: str, label: str | None = None) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            out = []
+            for (resource, _ns, _name), obj in self.emulator._objects.items():
+                if resource.plural == plural and not obj.deleted:
+                    raw = obj.raw
+                    if label is None or (raw["metadata"].get("labels") or {}).get("rayguard.dev/cluster") == label:
+                        out.append(raw)
+            return out
+        return self.server.call(read, timeout=30)
+
+    def cluster_status(self, name: str) -> dict[str, Any]:
+        key = (kmock.resource(group="rayguard.dev", version="v1", plural="rayclusters"), NS, name)
+        cluster = self.server.call(lambda: self.emulator._live(key), timeout=30) or {}
+        return cluster.get("status") or {}
+
+    def add_clusters(self, names: list[str]) -> None:
+        """Create the clusters, give each head Service a clusterIP and a real Redis there, and
+        wait until the operator's daemon reads each stream."""
+        for name in names:
+            self.custom.create_namespaced_custom_object("rayguard.dev", "v1", NS, "rayclusters",
+                                                        cluster_body(name, WORKERS))
+
+        def children_exist() -> bool:
+            pods, services = self.objects("pods"), self.objects("services")
+            secrets = {s["metadata"]["name"] for s in self.objects("secrets")}
+            for name in names:
+                if sum(1 for p in pods if p["metadata"]["labels"].get("rayguard.dev/cluster") == name) != 1 + WORKERS:
+                    return False
+                if f"{name}-secret" not in secrets or not any(s["metadata"]["name"] == f"{name}-head" for s in services):
+                    return False
+            return True
+        if not wait_until(children_exist, 300, 0.25):
+            raise RuntimeError("the operator did not create every cluster's children in 300 s")
+        for name in names:
+            index = len(self.heads) + 1
+            ip = f"127.0.1.{index}"
+            self.core.patch_namespaced_service(f"{name}-head", NS, {"spec": {"clusterIP": ip}}, _content_type=MERGE)
+            secret = json.loads(self.core.read_namespaced_secret(f"{name}-secret", NS, _preload_content=False).data)
+            password = base64.b64decode(secret["data"]["redis-password"]).decode()
+            server = RedisServer(REDIS_PORT, password, REDIS_MAXMEMORY, workdir=self.workdir / f"redis-{index}", bind=ip)
+            self.servers.append(server)
+            (self.workdir / f"redis-{index}").mkdir(parents=True, exist_ok=True)
+            server.start()
+            workers = sorted(p["metadata"]["name"] for p in self.objects("pods", name)
+                             if p["metadata"]["labels"].get("rayguard.dev/node-type") == "worker")
+            uid = next(c["metadata"]["uid"] for c in self.objects("rayclusters") if c["metadata"]["name"] == name)
+            sink = ReportSink(lambda ip=ip, password=password: redis_client(ip, REDIS_PORT, password),
+                              stdout=self.devnull, buffer_max=max(1000, self.args.burst))
+            self.heads[name] = Head(name, ip, password, workers, server, sink, uid)
+
+    def wait_followed(self, names: list[str], agent_hint: str, timeout: float = 90) -> None:
+        """Until some client of each head Redis (the operator's daemon, or the naive consumer)
+        is blocked in XREAD."""
+        def followed(name: str) -> bool:
+            client = redis_client(self.heads[name].ip, REDIS_PORT, self.heads[name].password)
+            try:
+                return any(c.get("cmd") == "xread" for c in client.client_list())
+            finally:
+                client.close()
+        if not wait_until(lambda: all(followed(n) for n in names), timeout, 0.5):
+            raise RuntimeError(f"{agent_hint} does not read every head's stream after {timeout:.0f} s")
+
+    # reports
+    def report(self, cluster: str, pod: str, task: str, pid: int) -> Report:
+        identity = Identity(cluster=cluster, namespace=NS, pod=pod, group="cpu", role="worker")
+        victim = Victim(pid=pid, name=task, rss_bytes=int(1.7 * GiB), shared_bytes=40 * 1024**2)
+        node = NodeUsage(used_bytes=int(1.95 * GiB), limit_bytes=2 * GiB, fraction=0.975, threshold=0.95)
+        top = [TopEntry(pid, task, int(1.66 * GiB)), TopEntry(pid + 1, "raylet", 60 * 1024**2)]
+        return new_report(MONITOR_KILL, identity, victim, node, top)
+
+    def send(self, head: Head, report: Report) -> float:
+        """Emit and flush as the runtime does; the time just before the XADD."""
+        head.sink.emit(report)
+        started = time.monotonic()
+        head.sink.flush_pending()
+        return started
+
+    def wait_event(self, name: str, start: int, agent: str, timeout: float = 60) -> float | None:
+        """The time the emulator stored a write of Event `name` by `agent`, looking at the
+        writes from index `start` of its log on."""
+        deadline = time.monotonic() + timeout
+        while True:
+            writes = self.emulator.event_writes
+            end = len(writes)
+            for write in writes[start:end]:
+                if write.name == name and write.agent.startswith(agent):
+                    return write.time
+            start = end
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.002)
+
+
+def event_names(report: Report, design: str) -> tuple[str, str | None]:
+    """(Event on the RayCluster, Event on the Pod or None) that a report leads to."""
+    from rayguard_operator.oom_messages import report_key
+
+    if design == "naive":
+        return f"{report.identity.cluster}.{report.id}", None
+    digest = report_key(report).digest()
+    return f"{report.identity.cluster}.oom-{digest}", f"{report.identity.pod}.oom-{digest}"
+
+
+def operator_agent(design: str) -> str:
+    return NAIVE_AGENT if design == "naive" else "OpenAPI-Generator"
+
+
+def latency_one(bench: Bench, design: str, result: DesignResult) -> None:
+    head = bench.heads["c00"]
+    agent = operator_agent(design)
+    for k in range(bench.args.samples):
+        tick = time.monotonic()
+        report = bench.report("c00", head.workers[k % len(head.workers)], "ray::allocate_memory", 4000 + k)
+        on_cluster, on_pod = event_names(report, design)
+        start = len(bench.emulator.event_writes)
+        sent = bench.send(head, report)
+        done = bench.wait_event(on_cluster, start, agent)
+        if done is None:
+            result.notes.append(f"1 cluster: no Event for report {k} within 60 s")
+        else:
+            result.one.append(done - sent)
+        if on_pod is not None:
+            done_pod = bench.wait_event(on_pod, start, agent)
+            if done_pod is not None:
+                result.one_pod.append(done_pod - sent)
+        time.sleep(max(0.0, SAMPLE_GAP_S - (time.monotonic() - tick)))
+
+
+def latency_many(bench: Bench, design: str, result: DesignResult, names: list[str]) -> None:
+    agent = operator_agent(design)
+    for round_ in range(bench.args.rounds):
+        tick = time.monotonic()
+        batch = []
+        for i, name in enumerate(names):
+            head = bench.heads[name]
+            report = bench.report(name, head.workers[(i + round_) % len(head.workers)], "ray::simultaneous",
+                                  5000 + round_)
+            head.sink.emit(report)
+            batch.append((head, report))
+        sent = {}
+        start = len(bench.emulator.event_writes)
+        for head, report in batch:  # one XADD after another, each timed: about 1 ms apart
+            sent[report.id] = time.monotonic()
+            head.sink.flush_pending()
+        for head, report in batch:
+            on_cluster, on_pod = event_names(report, design)
+            done = bench.wait_event(on_cluster, start, agent)
+            if done is None:
+                result.notes.append(f"{len(names)} clusters: no Event for {head.cluster} in round {round_}")
+            else:
+                result.many.append(done - sent[report.id])
+            if on_pod is not None:
+                done_pod = bench.wait_event(on_pod, start, agent)
+                if done_pod is not None:
+                    result.many_pod.append(done_pod - sent[report.id])
+        time.sleep(max(0.0, SAMPLE_GAP_S - (time.monotonic() - tick)))
+
+
+def burst(bench: Bench, design: str, result: DesignResult, task: str) -> None:
+    head = bench.heads["c00"]
+    agent = operator_agent(design)
+    base = int((bench.cluster_status("c00").get("oom") or {}).get("total") or 0)
+    reports = [bench.report("c00", head.workers[k % len(head.workers)], task, 10_000 + k)
+               for k in range(bench.args.burst)]
+    names_cluster = {event_names(r, design)[0] for r in reports}
+    names_pod = {event_names(r, design)[1] for r in reports} - {None}
+    writes_before = len(bench.emulator.event_writes)
+    status_mark = bench.emulator.mark()
+    for report in reports:
+        head.sink.emit(report)
+    started = time.monotonic()
+    head.sink.flush_pending()
+    result.burst_flush_s = time.monotonic() - started
+    target = base + len(reports)
+    exact = wait_until(lambda: int((bench.cluster_status("c00").get("oom") or {}).get("total") or 0) >= target,
+                       600, 0.02)
+    if exact:
+        result.burst_status_s = time.monotonic() - started
+    else:
+        result.notes.append(f"burst: status.oom.total did not reach {target} in 600 s")
+
+    def counts(names: set[str]) -> int:
+        latest: dict[str, int] = {}
+        for write in bench.emulator.event_writes[writes_before:]:
+            if write.name in names and write.agent.startswith(agent):
+                latest[write.name] = write.count
+        return sum(latest.values())
+
+    def events_exact() -> bool:
+        return counts(names_cluster) >= len(reports) and (not names_pod or counts(names_pod) >= len(reports))
+    if wait_until(events_exact, 600, 0.05):
+        # the emulator's write time of the last Event write that was needed
+        last = max(w.time for w in bench.emulator.event_writes[writes_before:]
+                   if w.agent.startswith(agent) and (w.name in names_cluster or w.name in names_pod))
+        result.burst_events_s = last - started
+    else:
+        result.notes.append(f"burst: Event counts did not add up to {len(reports)} in 600 s"
+                            f" (RayCluster side {counts(names_cluster)}, Pod side {counts(names_pod)})")
+    time.sleep(2.0)  # late writes, if any, are counted too
+    ours = [w for w in bench.emulator.event_writes[writes_before:]
+            if w.agent.startswith(agent) and (w.name in names_cluster or w.name in names_pod)]
+    result.burst_objects = len({w.name for w in ours})
+    result.burst_event_writes = len(ours)
+    result.burst_status_writes = bench.emulator.count_writes(since=status_mark, resource="rayclusters/status")
+
+
+def last_ids(bench: Bench) -> dict[str, str]:
+    out = {}
+    for name, head in bench.heads.items():
+        client = redis_client(head.ip, REDIS_PORT, head.password)
+        try:
+            entries = client.xrevrange(STREAM_KEY, count=1)
+            out[name] = entries[0][0].decode() if entries else "0-0"
+        finally:
+            client.close()
+    return out
+
+
+def run(args: argparse.Namespace, workdir: Path) -> tuple[DesignResult, DesignResult]:
+    bench = Bench(args, workdir)
+    ours, naive = DesignResult("rayguard"), DesignResult("naive")
+    consumer: NaiveConsumer | None = None
+    names = [f"c{i:02d}" for i in range(args.clusters)]
+    try:
+        bench.start()
+        bench.start_operator()
+        # 1 cluster
+        bench.add_clusters(names[:1])
+        bench.wait_followed(names[:1], "the operator's OOM daemon")
+        progress("rayguard: 1 cluster")
+        latency_one(bench, "rayguard", ours)
+        # 50 clusters
+        bench.add_clusters(names[1:])
+        bench.wait_followed(names, "the operator's OOM daemon")
+        progress(f"rayguard: {len(names)} clusters")
+        latency_many(bench, "rayguard", ours, names)
+        progress("rayguard: burst")
+        burst(bench, "rayguard", ours, "ray::burst_task")
+        bench.stop_operator()
+        ours.notes += [f"operator log: {line[:200]}" for line in bench.operator.problems()[:5]] \
+            if bench.operator else []
+
+        # the naive consumer, same emulator, same heads, reading from where the streams are now
+        ids = last_ids(bench)
+        consumer = NaiveConsumer(bench.server.url, [
+            {"name": n, "host": h.ip, "password": h.password, "last_id": ids[n]} for n, h in bench.heads.items()],
+            workdir)
+        bench.wait_followed(names, "the naive consumer")
+        progress("naive: 1 cluster")
+        latency_one(bench, "naive", naive)
+        progress(f"naive: {len(names)} clusters")
+        latency_many(bench, "naive", naive, names)
+        progress("naive: burst")
+        burst(bench, "naive", naive, "ray::burst_task_naive")
+    finally:
+        if consumer is not None:
+            consumer.stop()
+        bench.stop_operator()
+        for server in bench.servers:
+            server.stop(timeout_s=5)
+        try:
+            bench.client.close()
+        except AttributeError:
+            pass
+        bench.server.__exit__(None, None, None)
+        bench.devnull.close()
+    return ours, naive
+
+
+STARTED = time.monotonic()
+
+
+def progress(what: str) -> None:
+    print(f"[{time.monotonic() - STARTED:5.0f}s] {what}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest rank."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, int(-(-q * len(ordered) // 100)))  # ceil
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def ms(values: list[float], q: float) -> str:
+    value = percentile(values, q)
+    return "-" if value is None else f"{value * 1000:.0f}"
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def table(results: list[DesignResult], args: argparse.Namespace) -> str:
+    header = ("design   | 1 cluster p50 ms | p99 ms | 50 clusters p50 ms | p99 ms | burst: status exact s"
+              " | Event counts exact s | Event objects | event writes | status writes")
+    header = header.replace("50 clusters", f"{args.clusters} clusters")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lines.append(f"{r.design:<8} | {ms(r.one, 50):>16} | {ms(r.one, 99):>6} | {ms(r.many, 50):>{len(str(args.clusters)) + 17}} |"
+                     f" {ms(r.many, 99):>6} | {seconds(r.burst_status_s):>21} | {seconds(r.burst_events_s):>20} |"
+                     f" {r.burst_objects:>13} | {r.burst_event_writes:>12} | {r.burst_status_writes:>13}")
+    return "\n".join(lines)
+
+
+def details(results: list[DesignResult], args: argparse.Namespace) -> str:
+    out = []
+    for r in results:
+        out.append(f"{r.design}: samples {len(r.one)} (1 cluster), {len(r.many)} ({args.clusters} clusters);"
+                   f" mean {statistics.mean(r.one) * 1000:.0f} / {statistics.mean(r.many) * 1000:.0f} ms"
+                   if r.one and r.many else f"{r.design}: too few samples")
+        if r.one_pod:
+            out.append(f"{r.design}: the Event on the Pod: p50 {ms(r.one_pod, 50)} ms, p99 {ms(r.one_pod, 99)} ms"
+                       f" (1 cluster); p50 {ms(r.many_pod, 50)} ms, p99 {ms(r.many_pod, 99)} ms ({args.clusters} clusters)")
+        out.append(f"{r.design}: the burst's {args.burst} XADDs took {r.burst_flush_s:.2f} s")
+        out += [f"{r.design}: {note}" for note in r.notes]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=40, help="reports for the 1-cluster latency, 3 s apart")
+    parser.add_argument("--clusters", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of one report per cluster")
+    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--keep-logs", type=Path, help="copy the operator's and naive consumer's logs here")
+    parser.add_argument("--naive-consumer", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.naive_consumer:
+        return naive_consumer(args.naive_consumer)
+    if shutil.which("redis-server") is None:
+        print("oom_events needs redis-server on PATH", file=sys.stderr)
+        return 2
+    if args.clusters > 254:
+        parser.error("--clusters: at most 254 (one loopback address each)")
+    load_before = os.getloadavg()
+    workdir = Path(tempfile.mkdtemp(prefix="rayguard-bench-oom-"))
+    try:
+        ours, naive = run(args, workdir)
+        if args.keep_logs:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in ("operator.log", "naive.log"):
+                if (workdir / log).exists():
+                    shutil.copy(workdir / log, args.keep_logs / log)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    load_after = os.getloadavg()
+    print()
+    print(f"OOM reports -> Events: operator against the API emulator, a real redis-server per head;"
+          f" 1 cluster ({args.samples} reports, {SAMPLE_GAP_S:g} s apart), {args.clusters} clusters"
+          f" ({args.rounds} rounds of one report each, at once), a burst of {args.burst} reports to one cluster")
+    print(table([ours, naive], args))
+    print(details([ours, naive], args))
+    print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} CPUs")
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in (ours, naive)], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

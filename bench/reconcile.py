@@ -1,0 +1,591 @@
+"""The operator at scale against the Kubernetes API emulator, in one run.
+
+For 10, 50 and 200 RayClusters of 10 workers each (13 children: Secret, head Service, head
+pod, 10 workers), it measures:
+
+- time to converge: from the first create until every cluster's children exist, then, after
+  the bench has marked every pod Ready (there is no kubelet), until every status says Ready;
+- API writes per cluster created, split into children, status, Events and other (kopf's
+  own bookkeeping, and any other write);
+- writes during a no-op resync of the converged clusters (target: 0);
+- the operator's peak RSS (VmHWM of the operator process).
+
+The operator runs as `rayguard operator --standalone`, a separate process, so its RSS is its
+own. The emulator runs in this process and tells writers apart by User-Agent: the bench's own
+writes (creating clusters, marking pods Ready) are left out; kopf's are "other".
+A naive reconcile that PUTs every child and the status on every pass is computed, not run.
+
+The emulator is the tests' (tests/kube) with the same behaviour but three shortcuts, so that
+at 200 clusters it is the operator that gets measured: kmock's request log keeps only the
+requests in flight (it walks the whole log to route each request), and objects are found by
+key, and listed per resource and per cluster label, instead of by scanning every object.
+
+Run: .venv/bin/python bench/reconcile.py [--scales 10,50,200] [--workers 10] [--resync 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import aiohttp.web  # noqa: E402
+import attrs  # noqa: E402
+import kmock  # noqa: E402
+import kubernetes.client  # noqa: E402
+import yaml  # noqa: E402
+
+from tests.kube import EmulatorServer, api_client, load_rayguard_crd, write_kubeconfig  # noqa: E402
+from tests.kube.emulator import WRITE_METHODS, ApiEmulator  # noqa: E402
+from tests.kube.semantics import api_error, field_value, parse_field_selector, parse_label_selector, parse_path, \
+    selected  # noqa: E402
+
+BENCH_AGENT = "rayguard-bench"
+KOPF_AGENT = "kopf/"
+NS = "default"
+MERGE = "application/merge-patch+json"
+CLUSTER_LABEL = "rayguard.dev/cluster"
+PHASE_TIMEOUT_S = 600.0
+QUIET_S = 3.0
+MiB = 1024**2
+
+
+class Request(NamedTuple):
+    time: float
+    method: str
+    path: str
+    agent: str
+
+    @property
+    def resource(self) -> str:
+        info = parse_path(self.path)
+        if info.plural is None:
+            return self.path
+        return f"{info.plural}/{info.subresource}" if info.subresource else info.plural
+
+    @property
+    def origin(self) -> str:
+        if self.agent.startswith(BENCH_AGENT):
+            return "bench"
+        return "kopf" if self.agent.startswith(KOPF_AGENT) else "operator"
+
+
+class InFlightRequests(list):  # type: ignore[type-arg]
+    """kmock's request log, holding only the requests still being served.
+
+    kmock picks the reaction that serves a request by testing `request in view`, and that
+    walks the whole request log, applying each view's criteria: every request costs time in
+    proportion to all requests so far. At a few thousand requests the emulator, not the
+    operator, is what gets measured. Ids stay absolute (a request's id is `len(log)` when it
+    arrives), so the emulator's own `log[request.id]` still works.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.live: dict[int, Any] = {}
+
+    def append(self, item: Any) -> None:
+        self.live[self.total] = item
+        self.total += 1
+
+    def finish(self, raw_request: Any) -> None:
+        for key, item in list(self.live.items()):
+            if getattr(item, "_raw_request", None) is raw_request:
+                del self.live[key]
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __bool__(self) -> bool:
+        return bool(self.live)
+
+    def __iter__(self) -> Any:
+        return iter(list(self.live.values()))
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, int) and index >= 0:
+            return self.live.get(index)
+        return list(self.live.values())[index]
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if index in self.live:
+            self.live[index] = value
+
+
+@attrs.define(kw_only=True)
+class RecordingEmulator(ApiEmulator):
+    """The tests' emulator with a request log of in-flight requests only (see
+    InFlightRequests), also logging who
+    wrote (User-Agent) and every GET of one RayCluster by name (one per reconcile pass)."""
+
+    log: list[Request] = attrs.field(factory=list, init=False)
+    _keys_by_resource: dict[Any, dict[Any, None]] = attrs.field(factory=dict, init=False)
+    _keys_by_cluster: dict[Any, dict[Any, None]] = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._requests = InFlightRequests()
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        method, path = raw_request.method, raw_request.path
+        if method in WRITE_METHODS or (method == "GET" and "/rayclusters/" in path):
+            self.log.append(Request(time.monotonic(), method, path, raw_request.headers.get("User-Agent", "")))
+        try:
+            return await super().__call__(raw_request)
+        finally:
+            self._requests.finish(raw_request)
+
+    # kmock finds the object of a get, create, update or delete by scanning every object, and
+    # the time of each request grows with the number of objects; these look it up by its key.
+    def _find(self, request: Any, namespace: str | None, name: str | None) -> Any:
+        key = (request.resource, namespace, name)
+        return self._objects[key] if key in self._objects else None
+
+    async def _serve_fetch(self, request: Any) -> Any:
+        async with self._lock:
+            obj = self._find(request, request.namespace, request.name)
+        if obj is None or obj.deleted:
+            raise kmock.KubernetesObjectNotFoundError()
+        return obj.raw
+
+    async def _serve_create(self, request: Any) -> Any:
+        meta = (request.data or {}).get("metadata", {}) if isinstance(request.data, dict) else {}
+        async with self._lock:
+            obj = self._find(request, request.namespace or meta.get("namespace"), request.name or meta.get("name"))
+        assert obj is not None  # created by the emulator's _handle
+        return kmock.Response(status=201, payload=obj.raw)
+
+    async def _serve_update(self, request: Any) -> Any:
+        async with self._lock:
+            obj = self._find(request, request.namespace, request.name)
+        assert obj is not None
+        return obj.last.raw
+
+    async def _serve_delete(self, request: Any) -> Any:
+        async with self._lock:
+            obj = self._find(request, request.namespace, request.name)
+        assert obj is not None
+        return obj.last.raw
+
+    # ...and a list scans every object of every resource; this one scans one resource's, or
+    # for the operator's `rayguard.dev/cluster=NAME` selector, the objects that ever had
+    # that label (the selector is still applied to each).
+    def _store(self, key: Any, obj: dict[str, Any]) -> None:
+        super()._store(key, obj)
+        self._keys_by_resource.setdefault(key[0], {})[key] = None
+        cluster = ((obj.get("metadata") or {}).get("labels") or {}).get(CLUSTER_LABEL)
+        if cluster:
+            self._keys_by_cluster.setdefault((key[0], cluster), {})[key] = None
+
+    async def _serve_list(self, request: Any) -> dict[str, Any]:
+        resource = request.resource
+        if resource is None or resource not in self.resources:
+            raise api_error(404, "the server could not find the requested resource")
+        labels = parse_label_selector(request.params.get("labelSelector", ""))
+        fields = parse_field_selector(request.params.get("fieldSelector", ""))
+        one_cluster = re.fullmatch(rf"{re.escape(CLUSTER_LABEL)}=([^,=!]+)", request.params.get("labelSelector", ""))
+        async with self._lock:
+            keys = (self._keys_by_cluster.get((resource, one_cluster.group(1)), {}) if one_cluster
+                    else self._keys_by_resource.get(resource, {}))
+            items = []
+            for key in list(keys):
+                obj = self._objects[key]
+                if request.namespace in {None, key[1]} and not obj.deleted:
+                    raw = obj.raw
+                    if selected(raw, labels, fields):
+                        items.append(raw)
+            revision = str(self._revision)
+        items.sort(key=lambda o: (field_value(o, "metadata.namespace"), field_value(o, "metadata.name")))
+        return {"apiVersion": f"{resource.group}/{resource.version}".lstrip("/"),
+                "kind": f"{self.resources[resource].kind}List",
+                "metadata": {"resourceVersion": revision}, "items": items}
+
+    def since(self, start: float, until: float | None = None) -> list[Request]:
+        return [r for r in list(self.log) if r.time >= start and (until is None or r.time < until)]
+
+
+def classify(request: Request) -> str:
+    """children | status | events | kopf | other:<method resource>."""
+    if request.origin == "kopf":
+        return "kopf"
+    resource = request.resource
+    if resource == "events":
+        return "events"
+    if resource == "rayclusters/status":
+        return "status"
+    if request.method == "POST" and resource in ("secrets", "services", "pods"):
+        return "children"
+    return f"other:{request.method} {resource}"
+
+
+def operator_writes(requests: list[Request]) -> Counter[str]:
+    return Counter(classify(r) for r in requests if r.method in WRITE_METHODS and r.origin != "bench")
+
+
+def cluster_body(name: str, workers: int) -> dict[str, Any]:
+    body = yaml.safe_load((REPO / "examples" / "raycluster-minimal.yaml").read_text())
+    body["metadata"]["name"] = name
+    body["spec"]["workerGroups"][0]["replicas"] = workers
+    return body
+
+
+def vm_hwm_bytes(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def passes_between(emulator: "RecordingEmulator", start: float, until: float | None = None) -> int:
+    """Reconcile passes: each reads its cluster once by name (the OOM tracker does too, but
+    only when it has OOM kills to count, and there are none here)."""
+    return sum(1 for r in emulator.since(start, until) if r.method == "GET" and r.origin == "operator")
+
+
+class Operator:
+    """`rayguard operator --standalone` as a child process, stopped by its PID."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, resync_s: float) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAYGUARD_")}
+        env.update(KUBECONFIG=str(kubeconfig), RAYGUARD_OPERATOR_NAMESPACES=NS,
+                   RAYGUARD_OPERATOR_LOG_FORMAT="plain", RAYGUARD_OPERATOR_RESYNC_SECONDS=str(resync_s),
+                   RAYGUARD_OPERATOR_NODE_IMAGE="rayguard/node:bench")
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rayguard_operator.cli", "operator", "--standalone"],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+    def peak_rss(self) -> int | None:
+        return vm_hwm_bytes(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def problems(self) -> list[str]:
+        text = self.log_path.read_text(errors="replace")
+        lines = text.splitlines()
+        return [line for line in lines if "Traceback" in line or " ERROR" in line or "[ERROR" in line]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def wait_quiet(emulator: RecordingEmulator, quiet_s: float, timeout: float) -> bool:
+    """Until neither the operator nor kopf has written for `quiet_s`."""
+    def quiet() -> bool:
+        last = next((r.time for r in reversed(list(emulator.log))
+                     if r.method in WRITE_METHODS and r.origin != "bench"), 0.0)
+        return time.monotonic() - last >= quiet_s
+    return wait_until(quiet, timeout, 0.25)
+
+
+def wait_quiet_log(path: Path, marker: str, quiet_s: float, timeout: float) -> bool:
+    """Until no new line holding `marker` has appeared in the log at `path` for `quiet_s`."""
+    state = {"count": -1, "since": time.monotonic()}
+
+    def quiet() -> bool:
+        count = path.read_text(errors="replace").count(marker)
+        if count != state["count"]:
+            state["count"], state["since"] = count, time.monotonic()
+        return time.monotonic() - state["since"] >= quiet_s
+    return wait_until(quiet, timeout, 0.5)
+
+
+@dataclass
+class ScaleResult:
+    clusters: int
+    workers: int
+    pods_s: float | None = None
+    ready_s: float | None = None
+    mark_ready_s: float = 0.0
+    create_writes: Counter[str] = field(default_factory=Counter)
+    ready_writes: Counter[str] = field(default_factory=Counter)
+    noop_writes: Counter[str] = field(default_factory=Counter)
+    noop_passes: int = 0
+    noop_window_s: float = 0.0
+    noop_first_pass_s: float = 0.0  # the longest any cluster waited for its first pass
+    noop_longest_gap_s: float = 0.0  # the longest time between two passes over one cluster
+    peak_rss: int | None = None
+    create_passes: int = 0
+    ready_passes: int = 0
+    drain_s: float = 0.0
+    operator_cpu_s: float = 0.0
+    bench_cpu_s: float = 0.0
+    wall_s: float = 0.0
+    reached: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def run_scale(clusters: int, workers: int, resync_s: float, workdir: Path) -> ScaleResult:
+    result = ScaleResult(clusters, workers)
+    names = [f"c{i:03d}" for i in range(clusters)]
+    children = 3 + workers  # secret, service, head
+    emulator = RecordingEmulator()
+    emulator.install_crd(load_rayguard_crd())
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    with EmulatorServer(emulator) as server:
+        kubeconfig = write_kubeconfig(workdir / f"kubeconfig-{clusters}", server.url)
+        client = api_client(server.url)
+        client.user_agent = BENCH_AGENT
+        custom, core = kubernetes.client.CustomObjectsApi(client), kubernetes.client.CoreV1Api(client)
+        operator = Operator(kubeconfig, workdir / f"operator-{clusters}.log", resync_s)
+        try:
+            watching = wait_until(lambda: sum(
+                1 for r in list(emulator) if r.method.value == "GET" and "watch" in r.url.query
+                and (r.url.path.endswith("/rayclusters") or r.url.path.endswith("/pods"))) >= 2, 60)
+            if not watching:
+                raise RuntimeError(f"the operator did not start watching; see {operator.log_path.name}")
+
+            def snapshot() -> dict[str, tuple[int, str]]:
+                """cluster -> (children that exist, status.phase)."""
+                def read() -> dict[str, tuple[int, str]]:
+                    count: Counter[str] = Counter()
+                    phases: dict[str, str] = {}
+                    for (resource, _ns, _name), obj in emulator._objects.items():
+                        if obj.deleted:
+                            continue
+                        raw = obj.raw
+                        if resource.plural == "rayclusters":
+                            phases[raw["metadata"]["name"]] = (raw.get("status") or {}).get("phase", "")
+                        elif resource.plural in ("pods", "services", "secrets"):
+                            owner = ((raw["metadata"].get("labels") or {}).get("rayguard.dev/cluster"))
+                            if owner:
+                                count[owner] += 1
+                    return {n: (count[n], phases.get(n, "")) for n in names}
+                return server.call(read, timeout=30)
+
+            # 1. create every cluster, wait for every child
+            t0 = time.monotonic()
+            for name in names:
+                custom.create_namespaced_custom_object("rayguard.dev", "v1", NS, "rayclusters",
+                                                       cluster_body(name, workers))
+            done = wait_until(lambda: all(c == children for c, _ in snapshot().values()), PHASE_TIMEOUT_S, 0.2)
+            created = [r.time for r in emulator.since(t0) if classify(r) == "children"]
+            if not done:
+                state = snapshot()
+                result.reached = (f"after {PHASE_TIMEOUT_S:.0f} s: {sum(1 for c, _ in state.values() if c == children)}"
+                                  f"/{clusters} clusters had all children")
+                return result
+            result.pods_s = max(created) - t0
+            wait_until(lambda: all(p for _, p in snapshot().values()), 60, 0.2)
+            wait_quiet(emulator, QUIET_S, 120)
+
+            # 2. mark every pod Ready, as a kubelet would, and wait for every status to say Ready
+            t1 = time.monotonic()
+            result.create_writes = operator_writes(emulator.since(t0, t1))
+            result.create_passes = passes_between(emulator, t0, t1)
+            pods = [p["metadata"]["name"] for p in json.loads(core.list_namespaced_pod(
+                NS, label_selector="rayguard.dev/cluster", _preload_content=False).data)["items"]]
+            status = {"status": {"phase": "Running", "podIP": "10.0.0.1",
+                                 "conditions": [{"type": "Ready", "status": "True"}]}}
+
+            def mark(pod: str) -> None:
+                core.patch_namespaced_pod_status(pod, NS, status, _content_type=MERGE)
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(mark, sorted(pods)))
+            result.mark_ready_s = time.monotonic() - t1
+            done = wait_until(lambda: all(p == "Ready" for _, p in snapshot().values()), PHASE_TIMEOUT_S, 0.2)
+            if not done:
+                state = snapshot()
+                result.reached = (f"after {PHASE_TIMEOUT_S:.0f} s: {sum(1 for _, p in state.values() if p == 'Ready')}"
+                                  f"/{clusters} clusters Ready")
+                return result
+            status_writes = [r.time for r in emulator.since(t1) if classify(r) == "status"]
+            result.ready_s = max(status_writes) - t1
+            wait_quiet(emulator, QUIET_S, 120)
+            # Each pod event queues a pass over its cluster, and those may still be running:
+            # wait until kopf has logged no pod_event handler for a few seconds.
+            t_drain = time.monotonic()
+            wait_quiet_log(operator.log_path, "Handler 'pod_event'", QUIET_S, PHASE_TIMEOUT_S)
+            result.drain_s = time.monotonic() - t_drain
+
+            # 3. a no-op resync: every cluster passed over at least once, nothing to change
+            t2 = time.monotonic()
+            result.ready_writes = operator_writes(emulator.since(t1, t2))
+            result.ready_passes = passes_between(emulator, t1, t2)
+
+            def passes() -> Counter[str]:
+                return Counter(r.path.rsplit("/", 1)[-1] for r in emulator.since(t2)
+                               if r.method == "GET" and r.origin == "operator")
+            wait_until(lambda: len(passes()) == clusters and time.monotonic() - t2 >= resync_s,
+                       max(60.0, 10 * resync_s), 0.25)
+            time.sleep(1.0)  # let the last passes finish their writes, if any
+            t3 = time.monotonic()
+            result.noop_writes = operator_writes(emulator.since(t2, t3))
+            result.noop_passes = sum(passes().values())
+            result.noop_window_s = t3 - t2
+            times: dict[str, list[float]] = {}
+            for r in emulator.since(t2 - 2 * resync_s, t3):
+                if r.method == "GET" and r.origin == "operator":
+                    times.setdefault(r.path.rsplit("/", 1)[-1], []).append(r.time)
+            firsts = [min((t for t in ts if t >= t2), default=t3) - t2 for ts in times.values()]
+            result.noop_first_pass_s = max(firsts, default=0.0)
+            result.noop_longest_gap_s = max((b - a for ts in times.values() for a, b in zip(ts, ts[1:])), default=0.0)
+            result.peak_rss = operator.peak_rss()
+            result.operator_cpu_s = cpu_seconds(operator.process.pid)
+            result.bench_cpu_s = time.process_time() - cpu0
+            result.wall_s = time.monotonic() - wall0
+        finally:
+            operator.stop()
+            client.close()
+            result.problems = operator.problems()
+    return result
+
+
+def per_cluster(counts: Counter[str], clusters: int, key: str) -> float:
+    return counts.get(key, 0) / clusters
+
+
+def others(counts: Counter[str]) -> int:
+    return sum(v for k, v in counts.items() if k not in ("children", "status", "events"))
+
+
+def fmt(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+
+
+def table(results: list[ScaleResult]) -> str:
+    header = ("clusters | converge s (children / Ready) | writes/cluster: children | status | events | other"
+              " | no-op resync writes (passes) | peak RSS MiB")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        total = r.create_writes + r.ready_writes
+        n = r.clusters
+        converge = (f"{r.pods_s:.1f} / {r.ready_s:.1f}" if r.ready_s is not None
+                    else f"{r.pods_s:.1f} / -" if r.pods_s is not None else "-")
+        rss = f"{r.peak_rss / MiB:.0f}" if r.peak_rss else "-"
+        noop = f"{sum(r.noop_writes.values())} ({r.noop_passes})" if r.ready_s is not None else "-"
+        lines.append(f"{n:>8} | {converge:>29} | {fmt(per_cluster(total, n, 'children')):>24} | "
+                     f"{fmt(per_cluster(total, n, 'status')):>6} | {fmt(per_cluster(total, n, 'events')):>6} | "
+                     f"{fmt(others(total) / n):>5} | {noop:>28} | {rss:>12}")
+    return "\n".join(lines)
+
+
+def details(results: list[ScaleResult], workers: int, resync_s: float) -> str:
+    children = 3 + workers
+    out = []
+    for r in results:
+        if r.reached:
+            out.append(f"{r.clusters} clusters: did not converge: {r.reached}")
+        n = r.clusters
+        if r.ready_s is None:
+            continue
+        total = r.create_writes + r.ready_writes
+        other = {k: v for k, v in total.items() if k not in ("children", "status", "events")}
+        out.append(
+            f"{n} clusters: status writes/cluster {fmt(r.create_writes['status'] / n)} while creating +"
+            f" {fmt(r.ready_writes['status'] / n)} while pods became Ready; other: "
+            + (", ".join(f"{k} {fmt(v / n)}/cluster" for k, v in sorted(other.items())) or "none")
+            + f"; marking {n * (1 + workers)} pods Ready took the bench {r.mark_ready_s:.1f} s of the Ready time")
+        if sum(r.noop_writes.values()):
+            out.append(f"{n} clusters: no-op resync wrote: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(r.noop_writes.items())))
+        out.append(f"{n} clusters: reconcile passes/cluster: {r.create_passes / n:.1f} while creating,"
+                   f" {r.ready_passes / n:.1f} while pods became Ready (one per pod event; the last ran"
+                   f" {r.drain_s:.0f} s after the status writes stopped); no-op window {r.noop_window_s:.1f} s,"
+                   f" {r.noop_passes / max(r.noop_window_s, 1e-9):.1f} passes/s, {r.noop_passes}"
+                   f" passes ({r.noop_passes / n:.1f} per cluster); every cluster had a pass within"
+                   f" {r.noop_first_pass_s:.1f} s; longest gap between two passes over one cluster"
+                   f" {r.noop_longest_gap_s:.1f} s")
+        out.append(f"{n} clusters: CPU over {r.wall_s:.0f} s: operator {r.operator_cpu_s:.0f} s,"
+                   f" emulator + bench {r.bench_cpu_s:.0f} s")
+        for line in r.problems[:5]:
+            out.append(f"{n} clusters: operator log: {line[:200]}")
+    out.append("")
+    out.append(f"naive reconcile (computed, not run): PUT all {children} children + the status on every pass")
+    for r in results:
+        n = r.clusters
+        out.append(f"  {n:>4} clusters: {children + 1} x {n} = {(children + 1) * n} writes per no-op resync pass"
+                   f" (rayguard: {sum(r.noop_writes.values()) if r.ready_s is not None else '-'});"
+                   f" at the default 60 s resync {(children + 1) * n * 60} writes/hour")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scales", default="10,50,200", help="cluster counts, comma-separated")
+    parser.add_argument("--workers", type=int, default=10, help="workers per cluster")
+    parser.add_argument("--resync", type=float, default=5.0, help="RAYGUARD_OPERATOR_RESYNC_SECONDS")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--keep-logs", type=Path, help="copy the operator logs to this directory")
+    args = parser.parse_args(argv)
+    scales = [int(s) for s in args.scales.split(",") if s.strip()]
+    results: list[ScaleResult] = []
+    load_before = os.getloadavg()
+    workdir = Path(tempfile.mkdtemp(prefix="rayguard-bench-reconcile-"))
+    started = time.monotonic()
+    try:
+        for clusters in scales:
+            t = time.monotonic()
+            result = run_scale(clusters, args.workers, args.resync, workdir)
+            results.append(result)
+            print(f"[{time.monotonic() - started:5.0f}s] {clusters} clusters done in {time.monotonic() - t:.0f} s",
+                  file=sys.stderr, flush=True)
+        if args.keep_logs:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in workdir.glob("operator-*.log"):
+                shutil.copy(log, args.keep_logs / log.name)
+    except KeyboardInterrupt:
+        print("interrupted: printing what was measured", file=sys.stderr)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    load_after = os.getloadavg()
+    print()
+    print(f"Reconcile at scale: clusters of 1 head + {args.workers} workers ({3 + args.workers} children),"
+          f" operator `rayguard operator --standalone` in its own process, resync {args.resync:g} s")
+    print(table(results))
+    print(details(results, args.workers, args.resync))
+    print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} CPUs")
+    if args.json:
+        args.json.write_text(json.dumps([{**r.__dict__, "create_writes": dict(r.create_writes),
+                                          "ready_writes": dict(r.ready_writes),
+                                          "noop_writes": dict(r.noop_writes)} for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
