@@ -19,9 +19,9 @@ from typing import Callable
 
 import psutil
 
-from rayguard_node.accounting import scan
-from rayguard_node.cgroup_files import NodeSampler, UsageReader
-from rayguard_node.cgroup_paths import locate_controller
+from rayguard_node.cgroup.processes import scan
+from rayguard_node.cgroup.files import NodeSampler, UsageReader
+from rayguard_node.cgroup.paths import locate_controller
 
 
 def per_call_us(fn: Callable[[], object], min_seconds: float = 1.0) -> tuple[float, float]:

@@ -52,9 +52,9 @@ from reconcile import (BENCH_AGENT, MERGE, NS, REPO, Operator, RecordingEmulator
                        cluster_body, wait_until)
 from tests.kube import EmulatorServer, api_client, load_rayguard_crd, write_kubeconfig  # noqa: E402
 
-from rayguard_node.redis_server import RedisServer, redis_client  # noqa: E402
-from rayguard_node.report_sink import ReportSink  # noqa: E402
-from rayguard_node.reports import (MONITOR_KILL, STREAM_KEY, Identity, NodeUsage, Report,  # noqa: E402
+from rayguard_node.reporting.redis_server import RedisServer, redis_client  # noqa: E402
+from rayguard_node.reporting.sink import ReportSink  # noqa: E402
+from rayguard_node.contract.reports import (MONITOR_KILL, STREAM_KEY, Identity, NodeUsage, Report,  # noqa: E402
                                    TopEntry, Victim, new_report)
 
 NAIVE_AGENT = "naive-consumer"
@@ -103,9 +103,9 @@ class OomEmulator(RecordingEmulator):
 # --- naive consumer: a thread per cluster, one Event and one status update per report -----
 
 def naive_consumer(spec_path: Path) -> int:
-    from rayguard_operator import events
-    from rayguard_operator.oom_messages import REASON_BY_KIND, report_message
-    from rayguard_operator.oom_status import OomCount, tally
+    from rayguard_operator.manifests import events
+    from rayguard_operator.oom.messages import REASON_BY_KIND, report_message
+    from rayguard_operator.oom.counts import OomCount, tally
 
     spec = json.loads(spec_path.read_text())
     stop = threading.Event()
@@ -324,7 +324,7 @@ class Bench:
 
 def event_names(report: Report, design: str) -> tuple[str, str | None]:
     """(Event on the RayCluster, Event on the Pod or None) that a report leads to."""
-    from rayguard_operator.oom_messages import report_key
+    from rayguard_operator.oom.messages import report_key
 
     if design == "naive":
         return f"{report.identity.cluster}.{report.id}", None

@@ -68,9 +68,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # for the integration-test harness (tests/integration/nodes.py)
 
-from rayguard_node.cgroup_files import UsageReader, read_small  # noqa: E402
-from rayguard_node.cgroup_paths import V1  # noqa: E402
-from rayguard_node.cgroupfs import MemoryCgroup, why_not_writable, writable_v1_parent  # noqa: E402
+from rayguard_node.cgroup.files import UsageReader, read_small  # noqa: E402
+from rayguard_node.cgroup.paths import V1  # noqa: E402
+from rayguard_node.cgroup.scratch import MemoryCgroup, why_not_writable, writable_v1_parent  # noqa: E402
 from tests.integration.nodes import Node, free_port, short_temp_dir, start_node  # noqa: E402
 
 MiB, GiB = 1 << 20, 1 << 30

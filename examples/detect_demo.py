@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from rayguard_node.cgroupfs import MemoryCgroup, why_not_writable, writable_v1_parent
+from rayguard_node.cgroup.scratch import MemoryCgroup, why_not_writable, writable_v1_parent
 
 GiB = 1024**3
 RAY_PROBE = "from ray._common.utils import get_system_memory; print(get_system_memory())"

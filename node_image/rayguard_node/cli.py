@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import BUDGET_OPTIONS, ROLE_OPTION, add_options, budget_settings, resolve
-from .detect import MemoryDetection, detect, read_shm
-from .errors import RayguardError
-from .plan import MemoryPlan, NodeFacts, make_plan
-from .report_table import detection_table, plan_table
+from rayguard_node.run.options import BUDGET_OPTIONS, ROLE_OPTION, add_options, budget_settings, resolve
+from rayguard_node.cgroup.detect import MemoryDetection, detect, read_shm
+from rayguard_node.errors import RayguardError
+from rayguard_node.sizing.plan import MemoryPlan, NodeFacts, make_plan
+from rayguard_node.sizing.tables import detection_table, plan_table
 
 PROG = "rayguard-node"
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(plan_parser, (ROLE_OPTION,) + BUDGET_OPTIONS)
     _roots(plan_parser)
 
-    from .run_cli import add_run_parser  # the supervisor pulls in more; keep detect light
+    from rayguard_node.run.cli import add_run_parser  # the supervisor pulls in more; keep detect light
 
     add_run_parser(commands)
     return parser

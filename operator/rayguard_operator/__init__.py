@@ -1,17 +1,8 @@
 """rayguard's kopf operator: RayCluster resources into a Secret, a head Service and Ray pods.
 
-`kopf run -m rayguard_operator` registers the handlers: kopf is imported before it imports
-this package, and that is when `handlers` is loaded. Anything else (`rayguard render`, the
-builders, tests) imports only what it uses, and never pulls in kopf.
+The layers are subpackages (docs/architecture.md): `spec` parses a RayCluster, `build` turns
+the model into manifests, `reconcile` observes and acts, `oom` surfaces OOM kills, `kube` is
+the only API client, `handlers` is the thin kopf layer, and `local` runs a cluster on one
+machine. `kopf run -m rayguard_operator.handlers` registers the handlers; nothing else here
+imports kopf, so `rayguard render` and the builders never load it.
 """
-
-import importlib as _importlib
-import sys as _sys
-
-if "kopf" in _sys.modules:
-    if f"{__name__}.handlers" in _sys.modules:
-        # This package was re-executed (importlib.reload): register the handlers again, into
-        # whatever registry kopf now uses by default.
-        _importlib.reload(_sys.modules[f"{__name__}.handlers"])
-    else:
-        from . import handlers  # noqa: F401

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .local_cli import add_local_parser
-from .settings import OperatorSettings, SettingsError
+from rayguard_operator.local.cli import add_local_parser
+from rayguard_operator.settings import OperatorSettings, SettingsError
 
 EXIT_USAGE = 2
 NAMESPACE_FLAGS = ("-n", "--namespace", "-A", "--all-namespaces")
@@ -47,7 +47,7 @@ def _operator(extra: Sequence[str], settings: OperatorSettings) -> int:
 
 
 def _render(args: argparse.Namespace, settings: OperatorSettings) -> int:
-    from .render import RenderError, render_file
+    from rayguard_operator.manifests.render import RenderError, render_file
 
     try:
         sys.stdout.write(render_file(Path(args.file), args.output, settings))
@@ -90,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
-    from .errors import SpecError
-    from .render import RenderError
+    from rayguard_operator.errors import SpecError
+    from rayguard_operator.manifests.render import RenderError
 
     try:
         return int(args.handler(args))

@@ -132,7 +132,7 @@ def test_crd_installed_and_cluster_ready(kube: Kube) -> None:
 
 
 def test_head_pod_runs_no_tasks_and_shm_matches_plan(kube: Kube) -> None:
-    from rayguard_node.quantity import parse_bytes  # imported here: a skipped run stays fast
+    from rayguard_node.sizing.quantity import parse_bytes  # imported here: a skipped run stays fast
 
     body = _ready_cluster(kube)
     pod = _head_pod(kube, body)

@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from rayguard_node.cgroupfs import MemoryCgroup, why_not_writable, writable_v1_parent
+from rayguard_node.cgroup.scratch import MemoryCgroup, why_not_writable, writable_v1_parent
 
 
 @pytest.fixture

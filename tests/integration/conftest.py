@@ -169,11 +169,11 @@ class OperatorHarness:
 
 @pytest.fixture
 def operator(kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[OperatorHarness]:
-    """`kopf run -m rayguard_operator` (as the issue asks) with a 0.5 s resync."""
+    """`kopf run -m rayguard_operator.handlers` (as the issue asks) with a 0.5 s resync."""
     monkeypatch.setenv('RAYGUARD_OPERATOR_RESYNC_SECONDS', '0.5')
     monkeypatch.setenv('RAYGUARD_OPERATOR_NODE_IMAGE', 'rayguard/node:test')
     harness = OperatorHarness(kube_api)
-    args = ['run', '--standalone', '--namespace=default', '-m', 'rayguard_operator']
+    args = ['run', '--standalone', '--namespace=default', '-m', 'rayguard_operator.handlers']
     with _run_kopf(args, timeout=30) as runner:
         harness.runner = runner
         yield harness

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayguard_node.cgroupfs import MemoryCgroup
+from rayguard_node.cgroup.scratch import MemoryCgroup
 
 READY_TIMEOUT_S = 180
 

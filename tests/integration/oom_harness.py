@@ -27,9 +27,9 @@ import pytest
 import redis
 import yaml
 
-from rayguard_node.redis_server import RedisServer
-from rayguard_node.report_sink import ReportSink
-from rayguard_node.reports import STREAM_KEY, Identity, NodeUsage, Report, TopEntry, Victim, new_report
+from rayguard_node.reporting.redis_server import RedisServer
+from rayguard_node.reporting.sink import ReportSink
+from rayguard_node.contract.reports import STREAM_KEY, Identity, NodeUsage, Report, TopEntry, Victim, new_report
 from tests.integration.conftest import OperatorHarness
 from tests.kube import KubeApi, run_kopf
 
@@ -38,7 +38,7 @@ from .redis_fixtures import RedisServers
 REPO = Path(__file__).resolve().parents[2]
 MiB, GiB = 1024**2, 1024**3
 REDIS_PORT = 6380  # the head Service's port named `redis`
-OPERATOR_ARGS = ['run', '--standalone', '--namespace=default', '-m', 'rayguard_operator']
+OPERATOR_ARGS = ['run', '--standalone', '--namespace=default', '-m', 'rayguard_operator.handlers']
 MERGE = 'application/merge-patch+json'
 
 OOM_REASONS = ('OOMKilled', 'MemoryMonitorKill', 'KernelOOMKill', 'RayMemoryMonitorKill',
@@ -263,7 +263,7 @@ class OomOperator(OperatorHarness):
 @pytest.fixture
 def oom_operator(kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch,
                  tmp_path: Path) -> Iterator[OomOperator]:
-    """The operator (`kopf run -m rayguard_operator`, 0.5 s resync), started; `stop()` and
+    """The operator (`kopf run -m rayguard_operator.handlers`, 0.5 s resync), started; `stop()` and
     `start()` restart it. Every redis-server it made is stopped afterwards, by PID."""
     monkeypatch.setenv('RAYGUARD_OPERATOR_RESYNC_SECONDS', '0.5')
     monkeypatch.setenv('RAYGUARD_OPERATOR_NODE_IMAGE', 'rayguard/node:test')

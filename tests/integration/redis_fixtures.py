@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from rayguard_node.redis_server import RedisServer
+from rayguard_node.reporting.redis_server import RedisServer
 
 MiB = 1024**2
 DEFAULT_MAXMEMORY = 64 * MiB

@@ -7,13 +7,13 @@ import logging
 
 import pytest
 
-from rayguard_node.accounting import (GCS_SERVER, IDLE_WORKER, OTHER, RAYLET, WORKER,
+from rayguard_node.cgroup.processes import (GCS_SERVER, IDLE_WORKER, OTHER, RAYLET, WORKER,
                                       ProcessMemory)
-from rayguard_node.ledger import (PEAKS_PREFIX, SAMPLES_INDEX_KEY, FlushPolicy, Ledger,
+from rayguard_node.reporting.ledger import (PEAKS_PREFIX, SAMPLES_INDEX_KEY, FlushPolicy, Ledger,
                                   effective_threshold, peaks_key, sample_key)
-from rayguard_node.redis_server import RedisServer, redis_client
-from rayguard_node.report_sink import ReportSink
-from rayguard_node.reports import STREAM_KEY
+from rayguard_node.reporting.redis_server import RedisServer, redis_client
+from rayguard_node.reporting.sink import ReportSink
+from rayguard_node.contract.reports import STREAM_KEY
 
 from .redis_fixtures import free_port, make_redis_server, redis_server  # noqa: F401
 from .test_report_sink import make_report
@@ -91,7 +91,7 @@ def test_peaks_only_rise(redis_server: RedisServer) -> None:
 
 def test_record_never_raises_when_redis_fails(
         redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="rayguard_node.ledger")
+    caplog.set_level(logging.INFO, logger="rayguard_node.reporting.ledger")
     ledger = ledger_for(redis_server)
     redis_server.stop()
     for i in range(3):

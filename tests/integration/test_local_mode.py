@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rayguard_node.cgroupfs import why_not_writable, writable_v1_parent
+from rayguard_node.cgroup.scratch import why_not_writable, writable_v1_parent
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
-from rayguard_node.reports import KERNEL_OOM_KILL, KINDS, MONITOR_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL
-from rayguard_operator.oom_events import WRITES_PER_MINUTE_PER_CLUSTER
+from rayguard_node.contract.reports import KERNEL_OOM_KILL, KINDS, MONITOR_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL
+from rayguard_operator.oom.events import WRITES_PER_MINUTE_PER_CLUSTER
 
 from .oom_harness import OomOperator, cluster_body, oom_operator, report  # noqa: F401
 

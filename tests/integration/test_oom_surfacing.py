@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from rayguard_operator.oom_events import WRITES_PER_MINUTE_PER_CLUSTER
+from rayguard_operator.oom.events import WRITES_PER_MINUTE_PER_CLUSTER
 
 from .oom_harness import OomOperator, cluster_body, oom_operator  # noqa: F401
 

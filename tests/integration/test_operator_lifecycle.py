@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rayguard_node.plan import BudgetSettings, NodeFacts, make_plan
+from rayguard_node.sizing.plan import BudgetSettings, NodeFacts, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 GiB = 1024**3

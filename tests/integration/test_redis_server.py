@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from rayguard_node.redis_server import RedisServer, RedisStartError, redis_client
+from rayguard_node.reporting.redis_server import RedisServer, RedisStartError, redis_client
 
 from .redis_fixtures import MiB, free_port, make_redis_server, redis_server  # noqa: F401
 

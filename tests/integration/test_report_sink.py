@@ -13,9 +13,9 @@ from typing import Callable
 import pytest
 import redis
 
-from rayguard_node.redis_server import RedisServer, redis_client
-from rayguard_node.report_sink import ReportSink, sent_marker_key
-from rayguard_node.reports import (MONITOR_KILL, STREAM_KEY, Identity, NodeUsage, Report,
+from rayguard_node.reporting.redis_server import RedisServer, redis_client
+from rayguard_node.reporting.sink import ReportSink, sent_marker_key
+from rayguard_node.contract.reports import (MONITOR_KILL, STREAM_KEY, Identity, NodeUsage, Report,
                                    TopEntry, Victim, new_report)
 
 from .redis_fixtures import free_port, redis_server  # noqa: F401
@@ -76,7 +76,7 @@ def test_stdout_gets_exactly_one_json_line_per_report(redis_server: RedisServer)
 
 def test_redis_down_queues_then_restart_delivers_once_in_order(
         redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="rayguard_node.report_sink")
+    caplog.set_level(logging.INFO, logger="rayguard_node.reporting.sink")
     out = io.StringIO()
     sink = ReportSink(factory_for(redis_server), stdout=out)
     first = make_report(0)
@@ -119,7 +119,7 @@ def test_lost_reply_retry_does_not_duplicate(redis_server: RedisServer) -> None:
 
 def test_buffer_overflow_drops_the_oldest_and_counts(
         redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="rayguard_node.report_sink")
+    caplog.set_level(logging.WARNING, logger="rayguard_node.reporting.sink")
     out = io.StringIO()
     sink = ReportSink(factory_for(redis_server), stdout=out, buffer_max=3)
     redis_server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from rayguard_node.reports import STREAM_KEY
+from rayguard_node.contract.reports import STREAM_KEY
 
 from .cgroups import make_cgroup  # noqa: F401  (fixture)
 from .nodes import cleanup, hog_script, run_driver, start_node

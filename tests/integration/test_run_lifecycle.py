@@ -11,8 +11,8 @@ import time
 import pytest
 import redis
 
-from rayguard_node.reports import STREAM_KEY
-from rayguard_node.redis_server import RedisServer
+from rayguard_node.contract.reports import STREAM_KEY
+from rayguard_node.reporting.redis_server import RedisServer
 
 from .cgroups import make_cgroup  # noqa: F401  (fixture)
 from .nodes import cleanup, hog_script, run_driver, start_node

@@ -162,9 +162,9 @@ def run_kopf(args: Sequence[str], timeout: float = 30,
              settings: kopf.OperatorSettings | None = None) -> Iterator[KopfRunner]:
     """`KopfRunner(args)` with a fresh registry, so each test sees only its own handlers.
 
-    Modules given with `-m` that are already imported are reloaded into the new registry:
-    kopf imports them with `importlib.import_module`, which runs their decorators only once
-    per process. Files given by path are executed afresh by kopf itself. The previous default
+    Modules given with `-m` that are already imported, and their submodules, are reloaded into
+    the new registry: kopf imports them with `importlib.import_module`, which runs their
+    decorators only once per process. Files given by path are executed afresh by kopf itself. The previous default
     registry is restored afterwards. `timeout` bounds how long stopping kopf may take.
     """
     previous = kopf.get_default_registry()
@@ -173,8 +173,10 @@ def run_kopf(args: Sequence[str], timeout: float = 30,
     try:
         modules = [value for flag, value in zip(args, args[1:]) if flag in {'-m', '--module'}]
         for name in modules:
-            if name in sys.modules:
-                importlib.reload(sys.modules[name])
+            # A package's handler modules too, in the order they were first imported.
+            loaded = [m for m in list(sys.modules) if m == name or m.startswith(f'{name}.')]
+            for module in loaded:
+                importlib.reload(sys.modules[module])
         with KopfRunner(list(args), timeout=timeout, registry=registry,
                         settings=settings) as runner:
             yield runner

@@ -1,0 +1,225 @@
+"""One loop: sample memory, guard, detect kills, report, and keep the ledger.
+
+Everything the runtime watches runs on this loop's thread at the guard's period.
+A tick's error is logged and contained, so one bad tick never stops the guard.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from rayguard_node.cgroup.processes import ProcessMemory, top
+from rayguard_node.guard.killer import Guard, GuardKill
+from rayguard_node.guard.kernel_oom import KernelKill, KernelOomDetector
+from rayguard_node.contract.reports import (KERNEL_OOM_KILL, MONITOR_KILL, RAY_MONITOR_KILL, Identity, NodeUsage, Report,
+                      TopEntry, Victim, new_report)
+
+log = logging.getLogger(__name__)
+
+SCAN_PERIOD_S = 0.5
+SCAN_EVERY_TICK_AT = 0.8  # of the guard threshold: track tasks closely when it matters
+IDLE_PERIOD_MS = 250  # loop period when the guard is off (detectors still run)
+RECENTLY_SEEN_S = 3.0
+KERNEL_CHECK_EVERY = 5  # ticks, far from the threshold; every tick when close
+SAME_KILL_WINDOW_S = 5.0  # a Ray kill of a pid the guard killed this recently is the same kill
+
+
+class ReportEmitter(Protocol):
+    def emit(self, report: Report) -> None: ...
+
+
+TICK_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+@dataclass
+class TickHistogram:
+    """Tick durations as fixed buckets: constant memory however long nobody scrapes."""
+
+    bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(TICK_BUCKETS_S) + 1))
+    sum_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        index = next((i for i, bound in enumerate(TICK_BUCKETS_S) if seconds <= bound),
+                     len(TICK_BUCKETS_S))
+        self.bucket_counts[index] += 1
+        self.sum_s += seconds
+
+
+@dataclass
+class MonitorState:
+    """The latest numbers, read by /metrics and /healthz (from another thread)."""
+
+    limit_bytes: int = 0
+    usage_bytes: int = 0
+    working_set_bytes: int = 0
+    threshold: float = 0.0
+    kills_by_kind: dict[str, int] = field(default_factory=dict)
+    last_tick_monotonic: float = 0.0
+    ticks: TickHistogram = field(default_factory=TickHistogram)
+    failed_ticks: int = 0
+
+    def count(self, kind: str) -> None:
+        self.kills_by_kind[kind] = self.kills_by_kind.get(kind, 0) + 1
+
+
+class Pollers:
+    """Periodic jobs besides the guard, each with its own period."""
+
+    def __init__(self) -> None:
+        self._jobs: list[tuple[float, Callable[[], None]]] = []
+        self._next: list[float] = []
+
+    def add(self, period_s: float, job: Callable[[], None]) -> None:
+        self._jobs.append((period_s, job))
+        self._next.append(0.0)
+
+    def run_due(self, now: float) -> None:
+        for index, (period, job) in enumerate(self._jobs):
+            if now >= self._next[index]:
+                self._next[index] = now + period
+                try:
+                    job()
+                except Exception:  # contained: a broken job must not stop the guard
+                    log.exception("periodic job %s failed", getattr(job, "__name__", job))
+
+
+def to_top(processes: tuple[ProcessMemory, ...] | list[ProcessMemory]) -> list[TopEntry]:
+    return [TopEntry(p.pid, p.name, p.rss_minus_shr_bytes) for p in top(processes)]
+
+
+def victim_of(process: ProcessMemory | None) -> Victim:
+    if process is None:
+        return Victim(None, "unknown (vanished before rayguard saw it)")
+    return Victim(process.pid, process.name, process.rss_bytes, process.shared_bytes)
+
+
+class MonitorLoop:
+    def __init__(
+        self,
+        identity: Identity,
+        limit_bytes: int,
+        threshold: float,
+        read_usage: Callable[[], tuple[int, int]],
+        scan: Callable[[], list[ProcessMemory]],
+        emitter: ReportEmitter,
+        guard: Guard | None,
+        kernel: KernelOomDetector | None,
+        pollers: Pollers,
+        period_ms: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.identity = identity
+        self.read_usage = read_usage
+        self.scan = scan
+        self.emitter = emitter
+        self.guard = guard
+        self.kernel = kernel
+        self.pollers = pollers
+        self.period_s = (period_ms or IDLE_PERIOD_MS) / 1000
+        self.clock = clock
+        self.state = MonitorState(limit_bytes=limit_bytes, threshold=threshold)
+        self.last_scan: list[ProcessMemory] = []
+        self._last_scan_at = float("-inf")
+        self._ticks = 0
+        self.recently_seen: dict[int, tuple[ProcessMemory, float]] = {}
+        # (pid, start ticks): a pid the guard killed may later belong to someone else.
+        self.killed_by_guard: set[tuple[int, int]] = set()
+        self.guard_kill_times: dict[int, float] = {}
+        self.stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one tick -------------------------------------------------------------------
+    def tick(self) -> None:
+        started = self.clock()
+        usage, working_set = self.read_usage()
+        self.state.usage_bytes, self.state.working_set_bytes = usage, working_set
+        fraction = working_set / self.state.limit_bytes
+        close = fraction >= self.state.threshold * SCAN_EVERY_TICK_AT
+        self._ticks += 1
+        if self.kernel is not None and (close or self._ticks % KERNEL_CHECK_EVERY == 0):
+            self._check_kernel(working_set, fraction)
+        if close or started - self._last_scan_at >= SCAN_PERIOD_S:
+            self.refresh_scan(started)
+        if self.guard is not None:
+            kill = self.guard.tick(working_set)
+            if kill is not None:
+                self._report_guard_kill(kill)
+        self.pollers.run_due(started)
+        finished = self.clock()
+        self.state.last_tick_monotonic = finished
+        self.state.ticks.observe(finished - started)
+
+    def refresh_scan(self, now: float) -> None:
+        self.last_scan = self.scan()
+        self._last_scan_at = now
+        # Processes seen lately, gone or not: a kernel kill between two reads of the
+        # counter may already be missing from the latest scan.
+        for process in self.last_scan:
+            self.recently_seen[process.pid] = (process, now)
+        self.recently_seen = {pid: seen for pid, seen in self.recently_seen.items()
+                              if now - seen[1] <= RECENTLY_SEEN_S}
+        if self.guard is not None:
+            self.guard.tracker.observe(self.last_scan, now)
+
+    def _check_kernel(self, working_set: int, fraction: float) -> None:
+        assert self.kernel is not None
+        kills = self.kernel.check([p for p, _at in self.recently_seen.values()], self.killed_by_guard)
+        for kill in kills:
+            self._report_kernel_kill(kill, working_set, fraction)
+
+    def _node(self, used: int, fraction: float) -> NodeUsage:
+        return NodeUsage(used, self.state.limit_bytes, fraction, self.state.threshold)
+
+    def _report_guard_kill(self, kill: GuardKill) -> None:
+        self.killed_by_guard.add((kill.victim.pid, kill.victim.start_ticks))
+        now = self.clock()
+        self.guard_kill_times = {pid: at for pid, at in self.guard_kill_times.items()
+                                 if at >= now - SAME_KILL_WINDOW_S}
+        self.guard_kill_times[kill.victim.pid] = now
+        self.state.count(MONITOR_KILL)
+        log.warning("guard killed pid %d (%s) at %.1f%% of the limit", kill.victim.pid,
+                    kill.victim.name, kill.fraction * 100)
+        self.emitter.emit(new_report(MONITOR_KILL, self.identity, victim_of(kill.victim),
+                                     self._node(kill.used_bytes, kill.fraction), to_top(kill.processes)))
+
+    def _report_kernel_kill(self, kill: KernelKill, used: int, fraction: float) -> None:
+        self.state.count(KERNEL_OOM_KILL)
+        self.emitter.emit(new_report(KERNEL_OOM_KILL, self.identity, victim_of(kill.victim),
+                                     self._node(used, fraction), to_top(kill.processes_before)))
+
+    def report(self, report: Report) -> None:
+        """For detectors that run as pollers (Ray's monitor kills)."""
+        if report.kind == RAY_MONITOR_KILL and report.victim.pid in self._recent_guard_pids():
+            # Both monitors shot the same task within moments: one kill, one report.
+            log.info("Ray's monitor also killed pid %s, which the guard had just killed",
+                     report.victim.pid)
+            return
+        self.state.count(report.kind)
+        self.emitter.emit(report)
+
+    def _recent_guard_pids(self) -> set[int]:
+        horizon = self.clock() - SAME_KILL_WINDOW_S
+        return {pid for pid, at in self.guard_kill_times.items() if at >= horizon}
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.tick()
+            except Exception:
+                self.state.failed_ticks += 1
+                log.exception("monitor tick failed; continuing")
+            self.stop_event.wait(self.period_s)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="rayguard-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)

@@ -1,0 +1,111 @@
+"""Settings of `rayguard-node run`, parsed once into a frozen dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from rayguard_node.errors import InvalidSetting
+from rayguard_node.sizing.plan import HEAD, WORKER
+from rayguard_node.run.ray_command import PLAN_FLAGS, SUPERVISOR_FLAGS
+from rayguard_node.contract.reports import Identity
+
+DEFAULT_REDIS_PORT = 6380
+DEFAULT_HEALTH_PORT = 8079
+DEFAULT_GRACE_SECONDS = 25.0
+DEFAULT_GCS_PORT = 6379
+DEFAULT_RAY_TEMP_DIR = Path("/tmp/ray")
+FLUSH_KEYS = ("flush_when_at_least_bytes", "flush_period_secs", "flush_num_entries_each_time")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    role: str
+    head_address: str | None = None
+    ray_auth_token_file: Path | None = None
+    redis_url: str | None = None
+    redis_port: int = DEFAULT_REDIS_PORT
+    redis_password_file: Path | None = None
+    health_port: int = DEFAULT_HEALTH_PORT
+    ray_temp_dir: Path | None = None
+    identity: Identity = Identity()
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    ray_start_params: Mapping[str, object] = field(default_factory=dict)
+    flush_policy: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def effective_temp_dir(self) -> Path:
+        return self.ray_temp_dir or DEFAULT_RAY_TEMP_DIR
+
+    @property
+    def head_host(self) -> str:
+        return (self.head_address or "127.0.0.1").rsplit(":", 1)[0]
+
+    @property
+    def gcs_port(self) -> int:
+        if self.role == HEAD:
+            return int(str(self.ray_start_params.get("port", DEFAULT_GCS_PORT)))
+        return int(str(self.head_address).rsplit(":", 1)[1])
+
+
+def run_config(values: Mapping[str, object]) -> RunConfig:
+    role = values.get("role")
+    if role is None:
+        raise InvalidSetting("--role / RAYGUARD_ROLE", None, "required: head or worker")
+    head_address = values.get("head_address")
+    if role == WORKER:
+        if not head_address:
+            raise InvalidSetting("--head-address / RAYGUARD_HEAD_ADDRESS", head_address,
+                                 "a worker needs the head's GCS address as host:port")
+        host, _, port = str(head_address).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidSetting("--head-address / RAYGUARD_HEAD_ADDRESS", head_address,
+                                 "expected host:port, e.g. demo-head:6379")
+    for name in ("redis_port", "health_port"):
+        port_value = values.get(name)
+        if port_value is not None and not 0 < int(port_value) < 65536:  # type: ignore[call-overload]
+            raise InvalidSetting(f"--{name.replace('_', '-')} / RAYGUARD_{name.upper()}", port_value,
+                                 "not a TCP port")
+    grace = float(values.get("grace_seconds", DEFAULT_GRACE_SECONDS))  # type: ignore[arg-type]
+    if grace < 0:
+        raise InvalidSetting("--grace-seconds / RAYGUARD_GRACE_SECONDS", grace, "must not be negative")
+
+    # Keys are flag names; `--port` and `port` are the same key.
+    params = {str(k).lstrip("-"): v for k, v in dict(values.get("ray_start_params") or {}).items()}  # type: ignore[call-overload]
+    if "port" in params and not (str(params["port"]).isdigit() and 0 < int(str(params["port"])) < 65536):
+        raise InvalidSetting("--ray-start-params / rayStartParams.port", params["port"], "not a TCP port")
+    owned = set(params) & (PLAN_FLAGS | SUPERVISOR_FLAGS)
+    if owned:
+        raise InvalidSetting("--ray-start-params / rayStartParams", sorted(owned),
+                             "rayguard sets these itself (use numCpus and spec.memory instead)")
+    for key, value in params.items():
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise InvalidSetting(f"--ray-start-params / rayStartParams.{key}", value,
+                                 "values must be strings, numbers, booleans or null")
+
+    for key in FLUSH_KEYS:
+        value = values.get(key)
+        if value is not None and (value < 0 or (key == "flush_num_entries_each_time" and value < 1)):  # type: ignore[operator]
+            raise InvalidSetting(f"--{key.replace('_', '-')} / RAYGUARD_{key.upper()}", value,
+                                 "must be positive")
+
+    def path(name: str) -> Path | None:
+        value = values.get(name)
+        return Path(str(value)) if value else None
+
+    return RunConfig(
+        role=str(role),
+        head_address=str(head_address) if head_address else None,
+        ray_auth_token_file=path("ray_auth_token_file"),
+        redis_url=str(values["redis_url"]) if values.get("redis_url") else None,
+        redis_port=int(values.get("redis_port", DEFAULT_REDIS_PORT)),  # type: ignore[call-overload]
+        redis_password_file=path("redis_password_file"),
+        health_port=int(values.get("health_port", DEFAULT_HEALTH_PORT)),  # type: ignore[call-overload]
+        ray_temp_dir=path("ray_temp_dir"),
+        identity=Identity(*(str(values.get(k) or "") for k in ("cluster", "pod_namespace", "pod_name", "group")),
+                          role=str(role)),
+        grace_seconds=grace,
+        ray_start_params=params,
+        flush_policy={k: values[k] for k in FLUSH_KEYS if k in values},  # type: ignore[misc]
+    )

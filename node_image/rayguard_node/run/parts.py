@@ -1,0 +1,161 @@
+"""Wiring of the runtime's parts for one node: what to measure, where to report.
+
+Kept apart from the supervisor so the lifecycle reads as a sequence of steps and the
+wiring as a list of parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import psutil
+from prometheus_client import CollectorRegistry
+
+from rayguard_node.cgroup.processes import pids_in_cgroup, scan
+from rayguard_node.cgroup.files import UsageReader, WorkingSetSampler, read_oom_kill_count
+from rayguard_node.cgroup.detect import detect, parse_meminfo
+from rayguard_node.guard.killer import Guard, TaskTracker, process_gone
+from rayguard_node.run.health import HealthServer, RuntimeCollector
+from rayguard_node.guard.kernel_oom import KernelOomDetector
+from rayguard_node.reporting.ledger import FlushPolicy, Ledger
+from rayguard_node.guard.loop import MonitorLoop, Pollers
+from rayguard_node.sizing.plan import HEAD, MemoryPlan
+from rayguard_node.guard.ray_monitor import RayMonitorReporter
+from rayguard_node.reporting.redis_server import RedisServer, redis_client
+from rayguard_node.reporting.sink import ReportSink
+from rayguard_node.run.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+REPORT_FLUSH_PERIOD_S = 0.5
+RAY_LOG_PERIOD_S = 0.25
+LEDGER_PERIOD_S = 5.0
+EXACT_BELOW_THRESHOLD = 0.8  # from this share of the threshold on, every sample is exact
+
+
+@dataclass
+class RuntimeParts:
+    health: HealthServer
+    redis_server: RedisServer | None
+    sink: ReportSink
+    monitor: MonitorLoop
+
+    def close(self) -> None:
+        self.sink.flush_pending()
+        if self.sink.pending_count:
+            log.warning("%d reports could not reach Redis before exit (they are on stdout)",
+                        self.sink.pending_count)
+        if self.redis_server is not None:
+            self.redis_server.stop()
+        self.health.stop()
+
+
+def _descendant_pids() -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process().children(recursive=True)} | {os.getpid()}
+    except psutil.Error:
+        return {os.getpid()}
+
+
+def _memory_sources(plan: MemoryPlan, procfs_root: Path, sysfs_root: Path
+                    ) -> tuple[Callable[[], tuple[int, int]], Callable[[], set[int]], Callable[[], int | None]]:
+    """(read usage, live pids, read oom_kill count) for this node's cgroup, or the host."""
+    detection = detect(sysfs_root, procfs_root)
+    if detection.measured_directory is None or detection.cgroup_version is None:
+        log.warning("no memory cgroup: watching host memory and this process's descendants")
+
+        def host_usage() -> tuple[int, int]:
+            info = parse_meminfo((procfs_root / "meminfo").read_text(), "meminfo")
+            used = info["MemTotal"] - info.get("MemAvailable", 0)
+            return used, used
+
+        return host_usage, _descendant_pids, lambda: None
+    reader = UsageReader(Path(detection.measured_directory), detection.cgroup_version)
+    threshold = plan.guard_threshold if plan.guard_mode != "disabled" else plan.usage_threshold
+    sampler = WorkingSetSampler(reader, int(EXACT_BELOW_THRESHOLD * threshold * plan.limit_bytes))
+    leaf = Path(str(detection.leaf_directory))
+    measured, version = Path(detection.measured_directory), detection.cgroup_version
+
+    cgroup_usage = sampler.read
+
+    if detection.limited_by == "host":
+        return cgroup_usage, _descendant_pids, lambda: read_oom_kill_count(measured, version)
+    return (cgroup_usage, lambda: set(pids_in_cgroup(leaf)),
+            lambda: read_oom_kill_count(measured, version))
+
+
+def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
+                procfs_root: Path, sysfs_root: Path, ray_running: Callable[[], bool],
+                ray_started: Callable[[], bool] = lambda: True) -> RuntimeParts:
+    redis_server = None
+    if config.role == HEAD and not config.redis_url:
+        workdir = config.effective_temp_dir / "rayguard-redis"
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not redis_password:
+            raise ValueError("the head's own Redis needs a password")
+        redis_server = RedisServer(config.redis_port, redis_password, plan.redis_max_bytes, workdir)
+
+    def client_factory():  # type: ignore[no-untyped-def]
+        if config.redis_url:
+            return redis_client(config.redis_url, password=redis_password)
+        host = "127.0.0.1" if config.role == HEAD else config.head_host
+        return redis_client(host, config.redis_port, redis_password)
+
+    sink = ReportSink(client_factory)
+    read_usage, live_pids, read_oom = _memory_sources(plan, procfs_root, sysfs_root)
+    runtime_pid = os.getpid()
+
+    def scan_now():  # type: ignore[no-untyped-def]
+        return scan(procfs_root, sorted(live_pids()), runtime_pid=runtime_pid)
+
+    tracker = TaskTracker()
+    guard = None
+    if plan.guard_mode != "disabled":
+        guard = Guard(plan.guard_threshold, plan.limit_bytes, tracker, scan_now, procfs_root)
+    kernel = KernelOomDetector(read_oom, lambda pid: process_gone(procfs_root, pid))
+    pollers = Pollers()
+    monitor = MonitorLoop(config.identity, plan.limit_bytes,
+                          plan.guard_threshold if guard else plan.usage_threshold,
+                          read_usage, scan_now, sink, guard,
+                          kernel if kernel.supported else None, pollers, plan.guard_refresh_ms)
+    ray_reporter = RayMonitorReporter(config.effective_temp_dir, config.identity, plan, monitor.report,
+                                      live_pids)
+    pollers.add(RAY_LOG_PERIOD_S, ray_reporter.poll)
+    pollers.add(REPORT_FLUSH_PERIOD_S, sink.flush_pending)
+    ledger = Ledger(client_factory, config.identity.pod or config.identity.role)
+    pollers.add(LEDGER_PERIOD_S, lambda: ledger.record(monitor.last_scan, int(time.time() * 1000)))
+    if redis_server is not None:
+        policy, flush_client = FlushPolicy(**config.flush_policy), client_factory()  # type: ignore[arg-type]
+        pollers.add(policy.flush_period_secs, lambda: policy.maybe_flush(flush_client, time.monotonic()))
+
+    registry = CollectorRegistry()
+    registry.register(RuntimeCollector(monitor.state, lambda: sink.pending_count,
+                                       lambda: sink.dropped_total, ray_running))
+
+    def alive() -> bool:
+        last = monitor.state.last_tick_monotonic
+        return last == 0.0 or time.monotonic() - last < 10 * max(monitor.period_s, 0.25)
+
+    health_client = client_factory()
+
+    def ready() -> tuple[bool, str]:
+        if not ray_running():
+            return False, "ray is not running"
+        if not ray_started():
+            return False, "ray is starting"
+        if not any(p.process_class == "raylet" for p in monitor.last_scan):
+            return False, "raylet not up yet"
+        if config.role == HEAD:  # the head's Redis, its own or external, holds the reports
+            try:
+                health_client.ping()
+            except Exception as error:  # noqa: BLE001 (any failure means not ready)
+                return False, f"redis not answering: {error}"
+        return True, "ready"
+
+    health = HealthServer(config.health_port, alive, ready, registry)
+    return RuntimeParts(health, redis_server, sink, monitor)

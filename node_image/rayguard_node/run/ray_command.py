@@ -1,0 +1,64 @@
+"""The `ray start` command line and environment for a plan (pure functions)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+from rayguard_node.sizing.plan import HEAD, MemoryPlan
+
+if TYPE_CHECKING:
+    from rayguard_node.run.config import RunConfig
+
+# `ray start` flags that rayguard owns; rayStartParams may not set them.
+PLAN_FLAGS = frozenset({"num-cpus", "memory", "object-store-memory"})
+SUPERVISOR_FLAGS = frozenset({"head", "address", "block", "temp-dir"})
+
+# Variables that could make Ray pick up a token other than ours.
+FOREIGN_AUTH_VARS = ("RAY_AUTH_TOKEN",)
+
+
+def render_params(params: Mapping[str, object]) -> list[str]:
+    """rayStartParams as flags: `{"dashboard-port": 8265}` -> `--dashboard-port=8265`.
+
+    Booleans become `true`/`false` values, and null makes a bare flag.
+    """
+    args = []
+    for key, value in params.items():
+        flag = "--" + key.lstrip("-")
+        if value is None:
+            args.append(flag)
+        elif isinstance(value, bool):
+            args.append(f"{flag}={'true' if value else 'false'}")
+        else:
+            args.append(f"{flag}={value}")
+    return args
+
+
+def ray_start_argv(config: RunConfig, plan: MemoryPlan, ray_executable: str = "ray") -> list[str]:
+    argv = [ray_executable, "start", "--block", "--disable-usage-stats"]
+    params = dict(config.ray_start_params)
+    if config.role == HEAD:
+        argv += ["--head", f"--port={config.gcs_port}"]
+        params.pop("port", None)
+        params.setdefault("dashboard-host", "0.0.0.0")
+    else:
+        argv.append(f"--address={config.head_address}")
+    if config.ray_temp_dir is not None:
+        argv.append(f"--temp-dir={config.ray_temp_dir}")
+    argv += plan.ray_start_args
+    argv += render_params(params)
+    return argv
+
+
+def ray_environment(plan: MemoryPlan, token_path: Path,
+                    base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for Ray: the plan's monitor settings and our token, nobody else's."""
+    env = dict(os.environ if base is None else base)
+    for name in FOREIGN_AUTH_VARS:
+        env.pop(name, None)
+    env.update(plan.ray_env)
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    return env

@@ -1,0 +1,145 @@
+"""The one module that talks to the Kubernetes API, with the official client.
+
+get returns None on 404; create tolerates 409 (the object exists: a retry or a race); delete
+tolerates 404. Every other failure becomes `KubeApiError`, whose message holds the server's
+reason, never a request body (a Secret's values must not reach a log). Objects go in and come
+out as plain dicts in the API's own camelCase, the shape the builders produce.
+
+The client is made once at operator startup (in kopf's memo); it is synchronous, and kopf runs
+the synchronous handlers that use it in its thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Callable
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client.exceptions import ApiException
+
+from rayguard_operator import names
+from rayguard_operator.errors import KubeApiError
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+TIMEOUT_SECONDS = 30
+
+
+def _read(response: Any) -> Any:
+    data = response.data if hasattr(response, "data") else response.read()
+    return json.loads(data) if data else None
+
+
+def _error(verb: str, what: str, error: ApiException) -> KubeApiError:
+    message = ""
+    try:
+        message = str(json.loads(error.body or "{}").get("message", ""))
+    except (ValueError, AttributeError):
+        pass
+    return KubeApiError(verb, what, error.status, str(error.reason or ""), message)
+
+
+class KubeApi:
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+
+    @classmethod
+    def from_environment(cls) -> "KubeApi":
+        """In a pod: its service account. Elsewhere: $KUBECONFIG (read now, not when the
+        client library was imported) or ~/.kube/config. No process-wide default is changed."""
+        configuration = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except kubernetes.config.ConfigException:
+            return cls(kubernetes.config.new_client_from_config(
+                config_file=os.environ.get("KUBECONFIG") or None))
+        return cls(kubernetes.client.ApiClient(configuration))
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    def _call(self, verb: str, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return _read(call(*args, _preload_content=False, _request_timeout=TIMEOUT_SECONDS, **kwargs))
+        except ApiException as error:
+            raise _error(verb, what, error) from None
+
+    def _get(self, what: str, call: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+        try:
+            return self._call("get", what, call, *args)
+        except KubeApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    # --- RayClusters
+
+    def get_cluster(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(f"RayCluster {namespace}/{name}", self.custom.get_namespaced_custom_object,
+                         names.GROUP, names.VERSION, namespace, names.PLURAL, name)
+
+    def patch_cluster_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self._call("patch", f"RayCluster {namespace}/{name} status",
+                   self.custom.patch_namespaced_custom_object_status,
+                   names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": patch},
+                   _content_type=MERGE_PATCH)
+
+    # --- children
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(f"Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(f"Service {namespace}/{name}", self.core.read_namespaced_service, name, namespace)
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        result = self._call("list", f"Pods in {namespace}", self.core.list_namespaced_pod, namespace,
+                            label_selector=label_selector)
+        return list((result or {}).get("items") or [])
+
+    _CREATE = {"Secret": "create_namespaced_secret", "Service": "create_namespaced_service",
+               "Pod": "create_namespaced_pod", "Event": "create_namespaced_event"}
+    _PATCH = {"Service": "patch_namespaced_service", "Pod": "patch_namespaced_pod",
+              "Event": "patch_namespaced_event"}
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(f"Pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
+
+    def get_event(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(f"Event {namespace}/{name}", self.core.read_namespaced_event, name, namespace)
+
+    def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.patch("Event", namespace, name, patch)
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create `obj`; None when it already exists (409)."""
+        kind, meta = obj["kind"], obj["metadata"]
+        what = f"{kind} {meta['namespace']}/{meta['name']}"
+        try:
+            return self._call("create", what, getattr(self.core, self._CREATE[kind]), meta["namespace"], obj)
+        except KubeApiError as error:
+            if error.status == 409:
+                log.info("%s already exists", what)
+                return None
+            raise
+
+    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch."""
+        return self._call("patch", f"{kind} {namespace}/{name}", getattr(self.core, self._PATCH[kind]),
+                          name, namespace, patch, _content_type=MERGE_PATCH)
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        """Delete with the pod's own grace period; False when it was already gone (404)."""
+        try:
+            self._call("delete", f"Pod {namespace}/{name}", self.core.delete_namespaced_pod, name, namespace)
+        except KubeApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True

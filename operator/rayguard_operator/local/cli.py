@@ -1,0 +1,83 @@
+"""`rayguard local up FILE [--duration S] [-- DRIVER ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from rayguard_operator.local.cluster import LocalCluster
+
+
+def add_local_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    local = commands.add_parser("local", help="run a RayCluster on this machine, no Kubernetes")
+    actions = local.add_subparsers(dest="local_command", required=True)
+    up = actions.add_parser("up", help="bring a RayCluster up locally until Ctrl-C or --duration")
+    up.add_argument("file", type=Path, help="a RayCluster YAML file")
+    up.add_argument("--duration", type=float, default=None, metavar="S",
+                    help="stop after S seconds (default: until Ctrl-C, or until the driver exits)")
+    up.add_argument("--keep-logs", action="store_true", help="keep the run directory with the pods' logs")
+    up.add_argument("driver", nargs=argparse.REMAINDER,
+                    help="after --: a driver command to run once the cluster is ready")
+    up.set_defaults(handler=run_local_up)
+
+
+def run_local_up(args: argparse.Namespace) -> int:
+    from rayguard_operator.manifests.render import load_cluster, render_list
+    from rayguard_operator.settings import OperatorSettings
+
+    body = load_cluster(args.file)
+    items = render_list(body, OperatorSettings.from_env())["items"]
+    driver = [a for a in args.driver if a != "--"] if args.driver else []
+    run_dir = Path(tempfile.mkdtemp(prefix="rayguard-local-"))
+    cluster = LocalCluster(body, items, run_dir)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    status = 0
+    try:
+        cluster.say(f"rayguard local: RayCluster {cluster.name} from {args.file}"
+                    f" (logs in {run_dir})")
+        cluster.up()
+        env = cluster.driver_env()
+        cluster.say("Connect a driver with:\n"
+                    f"  export RAY_ADDRESS={env['RAY_ADDRESS']} RAY_AUTH_MODE=token"
+                    f" RAY_AUTH_TOKEN_PATH={env['RAY_AUTH_TOKEN_PATH']}")
+        deadline = time.monotonic() + args.duration if args.duration else None
+        process = None
+        if driver:
+            cluster.say(f"Running the driver: {' '.join(driver)}\n")
+            process = subprocess.Popen(driver, env=env)
+
+        def done() -> bool:
+            if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                return True
+            return process is not None and process.poll() is not None
+
+        cluster.wait(done)
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+            status = process.wait()
+            time.sleep(1.5)  # a last report may still be on its way
+            cluster.poll()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.say("\nStopping the cluster...")
+        cluster.down()
+        kills = cluster.kernel_oom_kills()
+        if kills:
+            cluster.say("Kernel OOM kills per pod cgroup: "
+                        + ", ".join(f"{name} {count}" for name, count in kills.items()))
+        cluster.say(f"{cluster.events_printed} OOM event(s) shown. Every cgroup and process is gone.")
+        signal.signal(signal.SIGINT, previous)
+        if not args.keep_logs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return status

@@ -1,0 +1,182 @@
+"""Pure builders of the head and worker pods. No client, no clock, no kopf.
+
+A pod is built in two halves. The template (labels, annotations, spec, with the group's
+overlay merged in) is hashed into the `rayguard.dev/template-hash` annotation: any change to
+it, and only such a change, makes the reconciler replace the group's pods. The identity
+(name, namespace, owner reference) is added afterwards and is not hashed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any
+
+from rayguard_operator import names
+from rayguard_operator.spec.model import ClusterModel, NodeGroup
+from rayguard_operator.spec.overlay import merge_overlay
+
+SECRETS_DEFAULT_MODE = 0o440  # group-readable through fsGroup; the runtime runs as non-root
+
+
+def _value(name: str, value: object) -> dict[str, Any]:
+    return {"name": name, "value": str(value)}
+
+
+def _field_ref(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+
+
+def num_cpus_env(group: NodeGroup) -> int | None:
+    """RAYGUARD_NUM_CPUS: the spec's numCpus (0 on the head by default), else the plan's count
+    from the CPU limit; None when neither exists and the runtime must read the node's."""
+    if group.num_cpus is not None:
+        return group.num_cpus
+    if group.resources.cpu_limit is not None:
+        return group.plan.num_cpus
+    return None
+
+
+def ray_start_params(group: NodeGroup) -> dict[str, Any]:
+    """The group's rayStartParams plus the ports rayguard fixes (the model refuses overrides)."""
+    fixed: dict[str, Any] = {"metrics-export-port": names.PORT_METRICS[1]}
+    if group.role == names.HEAD:
+        fixed.update({"dashboard-port": names.PORT_DASHBOARD[1], "ray-client-server-port": names.PORT_CLIENT[1]})
+    return {**fixed, **group.ray_start_params}
+
+
+def build_env(cluster: ClusterModel, group: NodeGroup) -> list[dict[str, Any]]:
+    memory, plan, head = group.memory, group.plan, group.role == names.HEAD
+    env = [
+        _field_ref(names.ENV_POD_NAME, "metadata.name"),
+        _field_ref(names.ENV_POD_NAMESPACE, "metadata.namespace"),
+        _field_ref(names.ENV_NODE_NAME, "spec.nodeName"),
+        {"name": names.ENV_LIMIT_BYTES, "valueFrom": {"resourceFieldRef": {
+            "containerName": names.CONTAINER, "resource": "limits.memory", "divisor": "1"}}},
+        _value(names.ENV_ROLE, group.role),
+        _value(names.ENV_CLUSTER, cluster.name),
+        _value(names.ENV_GROUP, group.name),
+    ]
+    if not head:
+        env.append(_value(names.ENV_HEAD_ADDRESS, names.head_address(cluster.name, cluster.namespace)))
+    env += [
+        _value(names.ENV_TOKEN_FILE, f"{names.SECRETS_DIR}/{names.SECRET_KEY_RAY_TOKEN}"),
+        _value(names.ENV_REDIS_PASSWORD_FILE, f"{names.SECRETS_DIR}/{names.SECRET_KEY_REDIS_PASSWORD}"),
+        _value(names.ENV_REDIS_PORT, names.PORT_REDIS[1]),
+        _value(names.ENV_HEALTH_PORT, names.PORT_HEALTH[1]),
+        _value(names.ENV_RAY_TEMP_DIR, names.RAY_TEMP_DIR),
+    ]
+    cpus = num_cpus_env(group)
+    if cpus is not None:
+        env.append(_value(names.ENV_NUM_CPUS, cpus))
+    # The exact object store: /dev/shm is sized to the same number, so the runtime fits it.
+    env += [
+        _value(names.ENV_OBJECT_STORE_BYTES, plan.object_store_bytes),
+        _value(names.ENV_OBJECT_STORE_FRACTION, memory.object_store_fraction),
+        _value(names.ENV_OBJECT_STORE_MAX_BYTES, memory.object_store_max_bytes),
+    ]
+    if head:  # the head owns Redis, its cap and the ledger's flush policy
+        env += [_value(names.ENV_REDIS_FRACTION, memory.redis_fraction),
+                _value(names.ENV_REDIS_MAX_BYTES, memory.redis_max_bytes),
+                _value(names.ENV_FLUSH_WHEN_AT_LEAST_BYTES, memory.flush_when_at_least_bytes),
+                _value(names.ENV_FLUSH_PERIOD_SECS, memory.flush_period_secs),
+                _value(names.ENV_FLUSH_NUM_ENTRIES_EACH_TIME, memory.flush_num_entries_each_time)]
+    env += [
+        _value(names.ENV_HEAP_FRACTION, memory.heap_fraction),
+        _value(names.ENV_USAGE_THRESHOLD, memory.usage_threshold),
+        _value(names.ENV_MONITOR_REFRESH_MS, memory.monitor_refresh_ms),
+        _value(names.ENV_GRACE_SECONDS, names.GRACE_SECONDS),
+        _value(names.ENV_RAY_START_PARAMS, json.dumps(ray_start_params(group), sort_keys=True, separators=(",", ":"))),
+    ]
+    return env
+
+
+def _probe(path: str, **timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": names.PORT_HEALTH[0]}, "timeoutSeconds": 5, **timing}
+
+
+def build_container(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
+    ports = names.HEAD_CONTAINER_PORTS if group.role == names.HEAD else names.WORKER_CONTAINER_PORTS
+    resources: dict[str, Any] = {"limits": dict(group.resources.limits)}
+    if group.resources.requests:
+        resources["requests"] = dict(group.resources.requests)
+    return {
+        "name": names.CONTAINER,
+        "image": cluster.image,
+        "command": ["rayguard-node", "run", "--role", group.role],
+        "env": build_env(cluster, group),
+        "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports],
+        "resources": resources,
+        "volumeMounts": [
+            {"name": names.VOLUME_SHM, "mountPath": names.SHM_PATH},
+            {"name": names.VOLUME_SECRETS, "mountPath": names.SECRETS_DIR, "readOnly": True},
+            {"name": names.VOLUME_RAY_TEMP, "mountPath": names.RAY_TEMP_DIR},
+        ],
+        # Ray takes a while to start; liveness only begins once the startup probe passed.
+        "startupProbe": _probe("/healthz", periodSeconds=5, failureThreshold=60),
+        "livenessProbe": _probe("/healthz", periodSeconds=10, failureThreshold=6),
+        "readinessProbe": _probe("/readyz", periodSeconds=5, failureThreshold=3),
+        "securityContext": container_security(),
+    }
+
+
+def container_security() -> dict[str, Any]:
+    """The restricted Pod Security Standard, for ray-node and for any added container."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _base_template(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": names.node_labels(cluster.name, group.role, group.name), "annotations": {}},
+        "spec": {
+            "containers": [build_container(cluster, group)],
+            "volumes": [
+                # Sized to exactly the planned object store; memory-backed, so it counts
+                # against the container's limit, which the plan already accounts for.
+                {"name": names.VOLUME_SHM,
+                 "emptyDir": {"medium": "Memory", "sizeLimit": str(group.plan.object_store_bytes)}},
+                {"name": names.VOLUME_SECRETS,
+                 "secret": {"secretName": names.secret_name(cluster.name), "defaultMode": SECRETS_DEFAULT_MODE}},
+                {"name": names.VOLUME_RAY_TEMP, "emptyDir": {}},
+            ],
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": names.TERMINATION_GRACE_SECONDS,
+            "enableServiceLinks": False,
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": names.RUN_AS_ID,
+                "runAsGroup": names.RUN_AS_ID,
+                "fsGroup": names.RUN_AS_ID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        },
+    }
+
+
+def pod_template(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
+    """Labels, annotations and spec of the group's pods, the overlay merged, hash stamped."""
+    template = merge_overlay(_base_template(cluster, group), dict(group.template), container_security())
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    template["metadata"]["annotations"][names.ANNOTATION_TEMPLATE_HASH] = digest[:16]
+    return template
+
+
+def template_hash(cluster: ClusterModel, group: NodeGroup) -> str:
+    return pod_template(cluster, group)["metadata"]["annotations"][names.ANNOTATION_TEMPLATE_HASH]
+
+
+def build_pod(cluster: ClusterModel, group: NodeGroup, name: str,
+              template: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full Pod. Pass `template` (from pod_template) to build many pods of one group."""
+    template = copy.deepcopy(template if template is not None else pod_template(cluster, group))
+    metadata: dict[str, Any] = {"name": name, "namespace": cluster.namespace, **template["metadata"]}
+    if cluster.uid:
+        metadata["ownerReferences"] = [names.owner_reference(cluster.name, cluster.uid)]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}

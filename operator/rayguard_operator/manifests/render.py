@@ -1,0 +1,70 @@
+"""`rayguard render`: exactly what the operator would create for a RayCluster file.
+
+The file is parsed by the operator's own model (which applies the CRD's defaults) and built by
+its own builders, with two placeholders: the Secret's values (`<generated>`) and what only
+exists once the cluster does (the RayCluster's uid, and each pod's random name suffix).
+No cluster and no kopf are needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rayguard_operator import names
+from rayguard_operator.manifests.children import build_children
+from rayguard_operator.errors import SpecError
+from rayguard_operator.spec.model import ClusterModel, NodeGroup, parse_cluster
+from rayguard_operator.settings import OperatorSettings
+
+UID_PLACEHOLDER = "<uid of the RayCluster>"
+SUFFIX_PLACEHOLDER = "<random>"
+
+
+class RenderError(Exception):
+    """The file cannot be rendered; str() is one line naming the file and the field."""
+
+
+def _pod_name(cluster: ClusterModel, group: NodeGroup, _index: int) -> str:
+    prefix = names.head_pod_prefix(cluster.name) if group.role == names.HEAD \
+        else names.worker_pod_prefix(cluster.name, group.name)
+    return prefix + SUFFIX_PLACEHOLDER
+
+
+def load_cluster(path: Path) -> dict[str, Any]:
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    except OSError as error:
+        raise RenderError(f"{path}: cannot read ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise RenderError(f"{path}: not YAML ({str(error).splitlines()[0]})") from None
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise RenderError(f"{path}: expected exactly one RayCluster document, found {len(documents)}")
+    body = documents[0]
+    if body.get("apiVersion") != names.API_VERSION or body.get("kind") != names.KIND:
+        raise RenderError(f"{path}: apiVersion/kind: expected {names.API_VERSION} {names.KIND},"
+                          f" found {body.get('apiVersion')} {body.get('kind')}")
+    return body
+
+
+def render_list(body: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """A v1 List of the Secret, the head Service, the head Pod and the worker Pods."""
+    cluster = dataclasses.replace(parse_cluster(body, settings), uid=UID_PLACEHOLDER)
+    items = build_children(cluster, lambda g, i: _pod_name(cluster, g, i),
+                           names.SECRET_PLACEHOLDER, names.SECRET_PLACEHOLDER)
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def render_file(path: Path, output: str, settings: OperatorSettings) -> str:
+    body = load_cluster(path)
+    try:
+        rendered = render_list(body, settings)
+    except SpecError as error:
+        raise RenderError(f"{path}: {error}") from None
+    if output == "json":
+        return json.dumps(rendered, indent=2) + "\n"
+    return yaml.safe_dump(rendered, sort_keys=False, default_flow_style=False)

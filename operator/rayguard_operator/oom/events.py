@@ -1,0 +1,160 @@
+"""OOM Events, aggregated: a repeat raises a count instead of flooding.
+
+A repeat is the same cluster, pod, reason and victim within `window_s` (10 minutes). Each
+kill is an Event on the RayCluster and one on the Pod. Event objects have stable names
+derived from that key, so the operator finds the one to update after a restart. Writes
+are limited per cluster: increments that cannot be written yet wait, merged, and go out
+when the budget refills, so a burst costs a few writes and loses nothing. (The exact
+numbers live in `status.oom`.)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Protocol
+
+from rayguard_operator.manifests.events import EventNote, build_event
+from rayguard_operator.oom.messages import AGGREGATION_WINDOW_S, AggregationKey
+
+log = logging.getLogger(__name__)
+
+WRITES_PER_MINUTE_PER_CLUSTER = 30
+
+
+class EventApi(Protocol):
+    def get_event(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
+    def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def format_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_name(involved: Mapping[str, Any], key: AggregationKey) -> str:
+    return f"{involved['metadata']['name']}.oom-{key.digest()}"
+
+
+@dataclass
+class _Pending:
+    involved: Mapping[str, Any]
+    note: EventNote
+    increments: int
+    last_seen: float
+    first_seen: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.first_seen = self.first_seen or self.last_seen
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class EventAggregator:
+    api: EventApi
+    clock: Callable[[], float] = time.time
+    window_s: float = AGGREGATION_WINDOW_S
+    writes_per_minute: int = WRITES_PER_MINUTE_PER_CLUSTER
+    _pending: dict[tuple[str, str, str], _Pending] = field(default_factory=dict)
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    # Slots being written now: another thread's flush leaves them pending, or two writers
+    # would both read the old count and one increment would be lost.
+    _in_flight: set[tuple[str, str, str]] = field(default_factory=set)
+    writes_total: int = 0
+    # Daemons and reconcile passes call in from several threads; I/O happens outside it.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, cluster: str, involved: Mapping[str, Any], key: AggregationKey, note: EventNote) -> None:
+        """Note one kill about `involved`; nothing is written until `flush`."""
+        slot = (cluster, involved["metadata"]["namespace"], event_name(involved, key))
+        with self._lock:
+            self._merge(slot, _Pending(involved, note, 1, self.clock()))
+
+    def _merge(self, slot: tuple[str, str, str], new: _Pending) -> None:
+        pending = self._pending.get(slot)
+        if pending is None:
+            self._pending[slot] = new
+        else:
+            pending.increments += new.increments
+            pending.first_seen = min(pending.first_seen, new.first_seen)
+            if new.last_seen >= pending.last_seen:
+                pending.note, pending.last_seen = new.note, new.last_seen
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def _take_token(self, cluster: str) -> bool:
+        now = self.clock()
+        bucket = self._buckets.setdefault(cluster, _Bucket(float(self.writes_per_minute), now))
+        bucket.tokens = min(float(self.writes_per_minute),
+                            bucket.tokens + (now - bucket.updated) * self.writes_per_minute / 60)
+        bucket.updated = now
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+    def flush(self, cluster: str | None = None, force: bool = False) -> int:
+        """Write what the budget allows (for one cluster, or all); returns writes made.
+        `force` writes everything pending, budget or not: the last flush before the
+        operator stops, so that held-back increments are not lost (one write per Event)."""
+        with self._lock:
+            due = [(slot, self._pending.pop(slot)) for slot in list(self._pending)
+                   if slot not in self._in_flight and (cluster is None or slot[0] == cluster)
+                   and (force or self._take_token(slot[0]))]
+            self._in_flight.update(slot for slot, _ in due)
+        writes = 0
+        try:
+            for index, (slot, pending) in enumerate(due):
+                try:
+                    self._write(slot[1], slot[2], pending)
+                except Exception:
+                    with self._lock:  # retried on the next flush, merged with what came since
+                        for later_slot, later in due[index:]:
+                            self._merge(later_slot, later)
+                        self.writes_total += writes
+                    raise
+                writes += 1
+        finally:
+            with self._lock:
+                self._in_flight.difference_update(slot for slot, _ in due)
+        with self._lock:
+            self.writes_total += writes
+        return writes
+
+    def _write(self, namespace: str, name: str, pending: _Pending, retried: bool = False) -> None:
+        now_text = format_time(pending.last_seen)
+        existing = self.api.get_event(namespace, name)
+        if existing is not None:
+            last = existing.get("lastTimestamp") or existing.get("firstTimestamp") or now_text
+            if pending.last_seen - parse_time(last) < self.window_s:
+                count = int(existing.get("count") or 1) + pending.increments
+                self.api.patch_event(namespace, name, {
+                    "count": count, "lastTimestamp": now_text, "message": build_event(
+                        pending.involved, pending.note, name, now_text)["message"],
+                    "series": {"count": count, "lastObservedTime": now_text.replace("Z", ".000000Z")},
+                })
+                return
+            # Older than the window: the same object starts a new run of repeats.
+            body = build_event(pending.involved, pending.note, name, format_time(pending.first_seen))
+            body["count"], body["lastTimestamp"] = pending.increments, now_text
+            self.api.patch_event(namespace, name, {k: body[k] for k in (
+                "message", "count", "firstTimestamp", "lastTimestamp")} | {"series": None})
+            return
+        body = build_event(pending.involved, pending.note, name, format_time(pending.first_seen))
+        body["count"], body["lastTimestamp"] = pending.increments, now_text
+        if self.api.create(body) is None and not retried:  # created meanwhile: update that one
+            self._write(namespace, name, pending, retried=True)

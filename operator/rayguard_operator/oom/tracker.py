@@ -1,0 +1,142 @@
+"""Counting OOM kills into `status.oom` and Events, from both sources, once each.
+
+Two sources write `status.oom`: the pod-status check (run by reconcile and before a
+Failed pod is replaced) and the report-stream daemon. A lock per cluster makes each
+read-modify-write whole. Status is written before Events: if the operator dies between
+the two, the counters are still exact and only an Event is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Iterable, Mapping, Protocol
+
+from rayguard_node.contract.reports import Report
+
+from rayguard_operator.manifests import events
+from rayguard_operator import names
+from rayguard_operator.oom.events import EventAggregator
+from rayguard_operator.oom.messages import (CONTAINER_OOM_KIND, REASON_BY_KIND, AggregationKey, container_message,
+                           report_key, report_message)
+from rayguard_operator.oom.counts import ContainerOom, OomCount, counted_annotation_patch, tally, uncounted
+
+log = logging.getLogger(__name__)
+
+
+class TrackerApi(Protocol):
+    def get_cluster(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def patch_cluster_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def _pod_limit_bytes(pod: Mapping[str, Any], container: str) -> int | None:
+    from rayguard_node.errors import RayguardError
+    from rayguard_node.sizing.quantity import parse_bytes
+
+    for spec in pod.get("spec", {}).get("containers", []):
+        if spec["name"] == container:
+            limit = (spec.get("resources") or {}).get("limits", {}).get("memory")
+            try:
+                return parse_bytes(limit, "limits.memory") if limit is not None else None
+            except RayguardError:
+                return None
+    return None
+
+
+class OomTracker:
+    def __init__(self, api: TrackerApi, aggregator: EventAggregator) -> None:
+        self.api = api
+        self.aggregator = aggregator
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def _add_counts(self, namespace: str, name: str, counts: list[OomCount]) -> dict[str, Any] | None:
+        cluster = self.api.get_cluster(namespace, name)
+        if cluster is None:
+            return None
+        oom = tally((cluster.get("status") or {}).get("oom"), counts)
+        self.api.patch_cluster_status(namespace, name, {"oom": oom})
+        return cluster
+
+    # -- containers Kubernetes OOMKilled ---------------------------------------------
+    def count_pod_ooms(self, namespace: str, name: str, pods: Iterable[Mapping[str, Any]]) -> int:
+        """Count every OOMKilled termination not yet counted; returns how many."""
+        found: list[tuple[Mapping[str, Any], list[ContainerOom]]] = []
+        for pod in pods:
+            kills = uncounted(pod)
+            if kills:
+                found.append((pod, kills))
+        if not found:
+            if self.aggregator.pending_count:  # held back by the rate limit: the budget may have refilled
+                self._flush(name)
+            return 0
+        with self.lock(namespace, name):
+            counts, notes = [], []
+            for pod, kills in found:
+                labels = pod["metadata"].get("labels") or {}
+                for kill in kills:
+                    message = container_message(kill.pod, labels.get(names.LABEL_GROUP, ""), kill.container,
+                                                _pod_limit_bytes(pod, kill.container), kill.exit_code,
+                                                labels.get(names.LABEL_NODE_TYPE, ""))
+                    counts.append(OomCount(CONTAINER_OOM_KIND, kill.finished_at, message))
+                    notes.append((pod, AggregationKey(name, kill.pod, events.OOM_KILLED, kill.container), message))
+            cluster = self._add_counts(namespace, name, counts)
+            for pod, kills in found:  # after status: a crash in between counts again rather than never
+                self.api.patch("Pod", namespace, pod["metadata"]["name"], counted_annotation_patch(pod, kills))
+        if cluster is not None:
+            for pod, key, message in notes:
+                note = events.EventNote(events.WARNING, events.OOM_KILLED, message)
+                self.aggregator.add(name, _involved(cluster), key, note)
+                self.aggregator.add(name, _involved(pod), key, note)
+            self._flush(name)
+        return len(counts)
+
+    # -- runtime reports ---------------------------------------------------------------
+    def count_reports(self, namespace: str, name: str, entries: list[tuple[str, Report]]) -> bool:
+        """Count reports read from the stream; `lastReportId` moves to the last entry."""
+        if not entries:
+            return True
+        with self.lock(namespace, name):
+            counts = [OomCount(report.kind, report.time, report_message(report), stream_id)
+                      for stream_id, report in entries]
+            cluster = self._add_counts(namespace, name, counts)
+        if cluster is None:
+            return False
+        pods: dict[str, Mapping[str, Any] | None] = {}
+        for _stream_id, report in entries:
+            key = report_key(report)
+            note = events.EventNote(events.WARNING, REASON_BY_KIND[report.kind], report_message(report))
+            self.aggregator.add(name, _involved(cluster), key, note)
+            pod_name = report.identity.pod
+            if pod_name and pod_name not in pods:
+                try:  # after the status write nothing may raise, or the batch would count twice
+                    pods[pod_name] = self.api.get_pod(namespace, pod_name)
+                except Exception as error:  # noqa: BLE001
+                    log.warning("no Event on pod %s this time: %s", pod_name, error)
+                    pods[pod_name] = None
+            if pods.get(pod_name):
+                self.aggregator.add(name, _involved(pods[pod_name]), key, note)  # type: ignore[arg-type]
+        self._flush(name)
+        return True
+
+    def flush_events(self, cluster: str, final: bool = False) -> None:
+        """Write held-back Events; `final` (the operator is stopping) writes all of them."""
+        self._flush(cluster, force=final)
+
+    def _flush(self, cluster: str, force: bool = False) -> None:
+        try:
+            self.aggregator.flush(cluster, force=force)
+        except Exception as error:  # noqa: BLE001 (an Event is worth a retry, not a crash)
+            log.warning("could not write OOM events for %s yet: %s", cluster, error)
+
+
+def _involved(obj: Mapping[str, Any]) -> dict[str, Any]:
+    kind = obj.get("kind") or ("Pod" if "containers" in (obj.get("spec") or {}) else names.KIND)
+    api_version = obj.get("apiVersion") or ("v1" if kind == "Pod" else names.API_VERSION)
+    return {"apiVersion": api_version, "kind": kind, "metadata": obj["metadata"]}

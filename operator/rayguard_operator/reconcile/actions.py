@@ -1,0 +1,194 @@
+"""Reconcile by difference: desired children vs what exists, as an ordered list of actions.
+
+Pure: it reads a snapshot (`Observed`) and returns `Action`s; `sync.py` applies them. When
+the actual state already matches, the list is empty, so a second pass writes nothing.
+
+The steps, in order:
+1. the Secret, created when missing (never rewritten: its values are mounted in pods);
+2. the head Service, created when missing, patched when its selector, ports or labels drift;
+3. dead pods (phase Failed or Succeeded) are deleted, so that step 5 replaces them;
+4. pods of groups that no longer exist are deleted;
+5. each group (head first) is scaled to its replicas. Scale-down deletes not-ready pods
+   first, then the newest;
+6. a rollout step replaces ONE pod whose template hash is out of date, workers before the
+   head. It waits while an earlier replacement is not ready yet, unless the pod to replace is
+   not ready itself (replacing it loses nothing, and a broken rollout can be fixed forward).
+Pods being deleted (with a deletionTimestamp) are neither counted nor touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rayguard_operator.manifests import events
+from rayguard_operator import names
+from rayguard_operator.spec.model import ClusterModel, NodeGroup
+from rayguard_operator.manifests.pod import build_pod, pod_template
+from rayguard_operator.manifests.secret import build_secret
+from rayguard_operator.manifests.service import build_head_service, service_patch
+
+DEAD_PHASES = ("Failed", "Succeeded")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What exists now: the Secret, the head Service, and every pod with the cluster's label."""
+
+    secret: dict[str, Any] | None
+    service: dict[str, Any] | None
+    pods: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Action:
+    verb: str  # create | patch | delete
+    kind: str  # Secret | Service | Pod
+    name: str
+    body: dict[str, Any] | None = field(default=None, repr=False)  # object or merge patch
+    why: str = ""
+
+    @property
+    def note(self) -> events.EventNote:
+        """The Normal event posted on the RayCluster once the action succeeded."""
+        reason = {"create": events.CREATED, "patch": events.UPDATED, "delete": events.DELETED}[self.verb]
+        return events.EventNote(events.NORMAL, reason,
+                                f"{reason} {self.kind} {self.name}{': ' + self.why if self.why else ''}")
+
+
+# --- pod facts -----------------------------------------------------------------------------
+
+def pod_name(pod: dict[str, Any]) -> str:
+    return pod["metadata"]["name"]
+
+
+def is_terminating(pod: dict[str, Any]) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def is_dead(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in DEAD_PHASES
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or is_terminating(pod):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def pod_group(pod: dict[str, Any]) -> tuple[str, str]:
+    labels = pod["metadata"].get("labels") or {}
+    return labels.get(names.LABEL_NODE_TYPE, ""), labels.get(names.LABEL_GROUP, "")
+
+
+def pod_hash(pod: dict[str, Any]) -> str:
+    return (pod["metadata"].get("annotations") or {}).get(names.ANNOTATION_TEMPLATE_HASH, "")
+
+
+def _created(pod: dict[str, Any]) -> str:
+    return pod["metadata"].get("creationTimestamp") or ""
+
+
+def scale_down_order(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Who goes first when a group shrinks: not-ready pods, then the newest."""
+    by_age = sorted(pods, key=lambda p: (_created(p), pod_name(p)), reverse=True)
+    return sorted(by_age, key=is_ready)
+
+
+def keep_order(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods most worth keeping first: ready, then the oldest."""
+    return list(reversed(scale_down_order(pods)))
+
+
+def live_pods(group: NodeGroup, pods: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """The group's pods that count: not terminating, not dead."""
+    return [p for p in pods if pod_group(p) == (group.role, group.name)
+            and not is_terminating(p) and not is_dead(p)]
+
+
+# --- the steps -----------------------------------------------------------------------------
+
+NewName = Callable[[str], str]
+NewSecrets = Callable[[], tuple[str, str]]
+
+
+def _secret_step(cluster: ClusterModel, observed: Observed, new_secrets: NewSecrets) -> list[Action]:
+    if observed.secret is not None:
+        return []
+    token, password = new_secrets()
+    return [Action("create", "Secret", names.secret_name(cluster.name), build_secret(cluster, token, password))]
+
+
+def _service_step(cluster: ClusterModel, observed: Observed) -> list[Action]:
+    desired = build_head_service(cluster)
+    name = desired["metadata"]["name"]
+    if observed.service is None:
+        return [Action("create", "Service", name, desired)]
+    patch = service_patch(desired, observed.service)
+    return [Action("patch", "Service", name, patch, "selector, ports or labels had drifted")] if patch else []
+
+
+def _delete(pod: dict[str, Any], why: str) -> Action:
+    return Action("delete", "Pod", pod_name(pod), None, why)
+
+
+def _pod_steps(cluster: ClusterModel, observed: Observed, new_name: NewName) -> list[Action]:
+    actions: list[Action] = []
+    pods = tuple(p for p in observed.pods if not is_terminating(p))
+    known = {(g.role, g.name) for g in cluster.groups}
+    for pod in pods:
+        if is_dead(pod):
+            actions.append(_delete(pod, f"phase {pod['status']['phase']}, replacing it"))
+        elif pod_group(pod) not in known:
+            actions.append(_delete(pod, f"group {pod_group(pod)[1]!r} is no longer in the spec"))
+    templates = {g.name: pod_template(cluster, g) for g in cluster.groups}
+    created: dict[str, int] = {}
+    survivors: dict[str, list[dict[str, Any]]] = {}
+    for group in cluster.groups:
+        live = live_pods(group, pods)
+        extra = len(live) - group.replicas
+        if extra > 0:
+            victims = scale_down_order(live)[:extra]
+            why = "extra head pod" if group.role == names.HEAD else f"scaling {group.name} down to {group.replicas}"
+            actions += [_delete(p, why) for p in victims]
+            live = [p for p in live if p not in victims]
+        for _ in range(-extra):
+            actions.append(_create_pod(cluster, group, new_name, templates[group.name]))
+        created[group.name] = max(0, -extra)
+        survivors[group.name] = live
+    return actions + _rollout_step(cluster, templates, survivors, created, new_name)
+
+
+def _create_pod(cluster: ClusterModel, group: NodeGroup, new_name: NewName, template: dict[str, Any]) -> Action:
+    prefix = names.head_pod_prefix(cluster.name) if group.role == names.HEAD \
+        else names.worker_pod_prefix(cluster.name, group.name)
+    pod = build_pod(cluster, group, new_name(prefix), template)
+    return Action("create", "Pod", pod["metadata"]["name"], pod)
+
+
+def _rollout_step(cluster: ClusterModel, templates: dict[str, dict[str, Any]],
+                  survivors: dict[str, list[dict[str, Any]]], created: dict[str, int],
+                  new_name: NewName) -> list[Action]:
+    hashes = {name: t["metadata"]["annotations"][names.ANNOTATION_TEMPLATE_HASH] for name, t in templates.items()}
+    outdated = {name: [p for p in pods if pod_hash(p) != hashes[name]] for name, pods in survivors.items()}
+    in_progress = any(created.values()) or any(
+        not is_ready(p) for name, pods in survivors.items() for p in pods if pod_hash(p) == hashes[name])
+    for group in (*cluster.worker_groups, cluster.head):
+        candidates = scale_down_order(outdated[group.name])
+        if not candidates:
+            continue
+        pod = candidates[0]
+        if in_progress and is_ready(pod):
+            return []
+        why = "its template changed, replacing it"
+        return [_delete(pod, why), _create_pod(cluster, group, new_name, templates[group.name])]
+    return []
+
+
+def plan_actions(cluster: ClusterModel, observed: Observed, new_name: NewName,
+                 new_secrets: NewSecrets) -> list[Action]:
+    """Every write needed to make the cluster's children match its spec, in order."""
+    return (_secret_step(cluster, observed, new_secrets)
+            + _service_step(cluster, observed)
+            + _pod_steps(cluster, observed, new_name))

@@ -1,0 +1,213 @@
+"""Reconcile by difference, without a cluster: snapshots in, ordered actions out."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rayguard_operator import names
+from rayguard_operator.spec.model import ClusterModel, parse_cluster
+from rayguard_operator.reconcile.actions import Action, Observed, plan_actions, scale_down_order
+from rayguard_operator.settings import OperatorSettings
+from tests.paths import REPO_ROOT
+
+REPO = REPO_ROOT
+
+
+def body(workers: int = 2) -> dict[str, Any]:
+    data = yaml.safe_load((REPO / "examples" / "raycluster-minimal.yaml").read_text())
+    data["metadata"].update(uid="uid-1", namespace="default", generation=1)
+    data["spec"]["workerGroups"][0]["replicas"] = workers
+    return data
+
+
+def model(data: dict[str, Any]) -> ClusterModel:
+    return parse_cluster(data, OperatorSettings())
+
+
+class World:
+    """Applies actions the way the API server would, with a clock that ticks per create."""
+
+    def __init__(self) -> None:
+        self.secret: dict[str, Any] | None = None
+        self.service: dict[str, Any] | None = None
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.clock = itertools.count(1)
+        self.names = (f"p{i:03d}" for i in itertools.count())
+
+    def observed(self) -> Observed:
+        return Observed(copy.deepcopy(self.secret), copy.deepcopy(self.service),
+                        tuple(copy.deepcopy(p) for p in self.pods.values()))
+
+    def plan(self, cluster: ClusterModel) -> list[Action]:
+        return plan_actions(cluster, self.observed(), lambda prefix: prefix + next(self.names), lambda: ("tok-XYZZY", "pw-XYZZY"))
+
+    def apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if action.verb == "create":
+                obj = copy.deepcopy(action.body)
+                obj["metadata"]["creationTimestamp"] = f"2030-01-01T00:00:{next(self.clock):02d}Z"
+                if action.kind == "Pod":
+                    obj["status"] = {"phase": "Pending"}
+                    self.pods[action.name] = obj
+                else:
+                    setattr(self, action.kind.lower(), obj)
+            elif action.verb == "delete":
+                del self.pods[action.name]
+            elif action.verb == "patch":
+                self.service = {**self.service, "spec": {**self.service["spec"], **action.body["spec"]}}  # type: ignore[index]
+
+    def sync(self, cluster: ClusterModel) -> list[Action]:
+        actions = self.plan(cluster)
+        self.apply(actions)
+        return actions
+
+    def ready(self, *pod_names: str) -> None:
+        for name in pod_names or list(self.pods):
+            self.pods[name]["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+
+    def group_pods(self, group: str) -> list[str]:
+        return sorted(n for n, p in self.pods.items() if p["metadata"]["labels"][names.LABEL_GROUP] == group)
+
+
+def summary(actions: list[Action]) -> list[tuple[str, str]]:
+    return [(a.verb, a.kind) for a in actions]
+
+
+def test_from_nothing_in_order_then_nothing() -> None:
+    world, cluster = World(), model(body())
+    actions = world.sync(cluster)
+    assert summary(actions) == [("create", "Secret"), ("create", "Service"), ("create", "Pod"),
+                                ("create", "Pod"), ("create", "Pod")]
+    assert [a.name for a in actions[2:]] == ["minimal-head-p000", "minimal-worker-cpu-p001", "minimal-worker-cpu-p002"]
+    assert world.plan(cluster) == []  # the second pass writes nothing
+    world.ready()
+    assert world.plan(cluster) == []
+
+
+def test_events_say_what_happened() -> None:
+    [secret, *_] = World().plan(model(body()))
+    assert (secret.note.type, secret.note.reason, secret.note.message) == (
+        "Normal", "Created", "Created Secret minimal-secret")
+    assert secret.body["stringData"]["ray-auth-token"] == "tok-XYZZY"  # type: ignore[index]
+    assert "XYZZY" not in secret.note.message and "XYZZY" not in repr(secret)  # never logged
+
+
+def test_secret_is_never_rewritten() -> None:
+    world, cluster = World(), model(body())
+    world.sync(cluster)
+    world.secret = {"metadata": {"name": "minimal-secret"}, "data": {"something": "else"}}
+    assert world.plan(cluster) == []
+
+
+def test_scale_up_and_down() -> None:
+    world, data = World(), body(workers=1)
+    world.sync(model(data))
+    data["spec"]["workerGroups"][0]["replicas"] = 4
+    assert summary(world.sync(model(data))) == [("create", "Pod")] * 3
+    assert len(world.group_pods("cpu")) == 4
+    oldest, second, third, newest = world.group_pods("cpu")
+    world.ready(oldest, third, newest)
+    data["spec"]["workerGroups"][0]["replicas"] = 2
+    actions = world.sync(model(data))
+    # Not ready first (second), then the newest (newest).
+    assert [(a.verb, a.name) for a in actions] == [("delete", second), ("delete", newest)]
+    assert world.group_pods("cpu") == [oldest, third]
+    assert world.plan(model(data)) == []
+
+
+def test_scale_down_order() -> None:
+    def pod(name: str, created: str, ready: bool) -> dict[str, Any]:
+        conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+        return {"metadata": {"name": name, "creationTimestamp": created},
+                "status": {"phase": "Running", "conditions": conditions}}
+    pods = [pod("a", "2030-01-01T00:00:01Z", True), pod("b", "2030-01-01T00:00:03Z", True),
+            pod("c", "2030-01-01T00:00:02Z", False), pod("d", "2030-01-01T00:00:00Z", False)]
+    assert [p["metadata"]["name"] for p in scale_down_order(pods)] == ["c", "d", "b", "a"]
+
+
+def test_deleted_and_failed_pods_are_replaced() -> None:
+    world, cluster = World(), model(body())
+    world.sync(cluster)
+    gone, failed = world.group_pods("cpu")
+    del world.pods[gone]
+    world.pods[failed]["status"] = {"phase": "Failed", "reason": "Evicted"}
+    actions = world.sync(cluster)
+    assert [(a.verb, a.kind) for a in actions] == [("delete", "Pod"), ("create", "Pod"), ("create", "Pod")]
+    assert actions[0].name == failed and "Failed" in actions[0].note.message
+    assert len(world.group_pods("cpu")) == 2 and failed not in world.pods
+    assert world.plan(cluster) == []
+
+
+def test_terminating_pods_are_neither_counted_nor_touched() -> None:
+    world, cluster = World(), model(body())
+    world.sync(cluster)
+    leaving = world.group_pods("cpu")[0]
+    world.pods[leaving]["metadata"]["deletionTimestamp"] = "2030-01-01T00:01:00Z"
+    actions = world.plan(cluster)
+    assert summary(actions) == [("create", "Pod")]
+
+
+def test_removed_group_pods_are_deleted() -> None:
+    world, data = World(), body()
+    world.sync(model(data))
+    data["spec"]["workerGroups"][0]["name"] = "cpu2"
+    actions = world.sync(model(data))
+    assert sorted(summary(actions)) == [("create", "Pod")] * 2 + [("delete", "Pod")] * 2
+    assert all("no longer in the spec" in a.note.message for a in actions if a.verb == "delete")
+
+
+def test_service_drift_is_patched() -> None:
+    world, cluster = World(), model(body())
+    world.sync(cluster)
+    world.service["spec"]["selector"]["extra"] = "x"  # type: ignore[index]
+    world.service["spec"]["clusterIP"] = "10.0.0.7"  # type: ignore[index]  # the server's, ignored
+    [patch] = world.plan(cluster)
+    assert (patch.verb, patch.kind) == ("patch", "Service")
+    assert patch.body == {"spec": {"selector": {"extra": None, **names.head_selector("minimal")}}}
+
+
+def test_template_change_rolls_one_pod_at_a_time_workers_first() -> None:
+    world, data = World(), body(workers=2)
+    world.sync(model(data))
+    world.ready()
+    before = set(world.pods)
+    data["spec"]["image"] = "rayguard/node:0.2.0"
+    cluster = model(data)
+    replaced: list[str] = []
+    for _ in range(10):
+        actions = world.sync(cluster)
+        if not actions:
+            new_not_ready = [n for n, p in world.pods.items() if n not in before and p["status"]["phase"] != "Running"]
+            if not new_not_ready:
+                break
+            world.ready(*new_not_ready)  # the replacement became ready: the next may go
+            continue
+        assert summary(actions) == [("delete", "Pod"), ("create", "Pod")]  # one at a time
+        replaced.append(actions[0].name)
+        assert world.plan(cluster) == []  # waits for the replacement to be ready
+    assert replaced[-1].startswith("minimal-head-") and all(n.startswith("minimal-worker-") for n in replaced[:-1])
+    assert len(replaced) == 3 and not (set(world.pods) & before)
+    assert all(p["spec"]["containers"][0]["image"] == "rayguard/node:0.2.0" for p in world.pods.values())
+
+
+def test_rollout_does_not_wait_for_pods_that_are_not_ready_anyway() -> None:
+    world, data = World(), body(workers=2)
+    world.sync(model(data))  # nothing ever becomes ready
+    data["spec"]["image"] = "rayguard/node:0.2.0"
+    cluster = model(data)
+    passes = [summary(world.sync(cluster)) for _ in range(4)]
+    assert passes == [[("delete", "Pod"), ("create", "Pod")]] * 3 + [[]]
+
+
+@pytest.mark.parametrize("field,value", [("replicas", 5), ("maxReplicas", 7)])
+def test_changes_outside_the_pod_template_roll_nothing(field: str, value: int) -> None:
+    world, data = World(), body(workers=2)
+    world.sync(model(data))
+    data["spec"]["workerGroups"][0][field] = value
+    assert all(a.verb == "create" for a in world.sync(model(data)))
