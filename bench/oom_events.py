@@ -54,7 +54,7 @@ from tests.kube import EmulatorServer, api_client, load_rayguard_crd, write_kube
 
 from rayguard_node.reporting.redis_server import RedisServer, redis_client  # noqa: E402
 from rayguard_node.reporting.sink import ReportSink  # noqa: E402
-from rayguard_node.contract.reports import (MONITOR_KILL, STREAM_KEY, Identity, NodeUsage, Report,  # noqa: E402
+from rayguard_node.contract.reports import (GUARD_KILL, STREAM_KEY, Identity, NodeUsage, Report,  # noqa: E402
                                    TopEntry, Victim, new_report)
 
 NAIVE_AGENT = "naive-consumer"
@@ -297,7 +297,7 @@ class Bench:
         victim = Victim(pid=pid, name=task, rss_bytes=int(1.7 * GiB), shared_bytes=40 * 1024**2)
         node = NodeUsage(used_bytes=int(1.95 * GiB), limit_bytes=2 * GiB, fraction=0.975, threshold=0.95)
         top = [TopEntry(pid, task, int(1.66 * GiB)), TopEntry(pid + 1, "raylet", 60 * 1024**2)]
-        return new_report(MONITOR_KILL, identity, victim, node, top)
+        return new_report(GUARD_KILL, identity, victim, node, top)
 
     def send(self, head: Head, report: Report) -> float:
         """Emit and flush as the runtime does; the time just before the XADD."""

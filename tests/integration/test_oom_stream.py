@@ -14,16 +14,16 @@ from collections import Counter
 
 import pytest
 
-from rayguard_node.contract.reports import KERNEL_OOM_KILL, KINDS, MONITOR_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL
+from rayguard_node.contract.reports import KERNEL_OOM_KILL, KINDS, GUARD_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL
 from rayguard_operator.oom.events import WRITES_PER_MINUTE_PER_CLUSTER
 
 from .oom_harness import OomOperator, cluster_body, oom_operator, report  # noqa: F401
 
 pytestmark = pytest.mark.timeout(150)
 
-REASON = {MONITOR_KILL: 'MemoryMonitorKill', KERNEL_OOM_KILL: 'KernelOOMKill',
+REASON = {GUARD_KILL: 'MemoryMonitorKill', KERNEL_OOM_KILL: 'KernelOOMKill',
           RAY_MONITOR_KILL: 'RayMemoryMonitorKill', QUOTA_EXCEEDED: 'MemoryQuotaExceeded'}
-WHO = {MONITOR_KILL: "rayguard's memory guard killed", KERNEL_OOM_KILL: 'The kernel OOM killer killed',
+WHO = {GUARD_KILL: "rayguard's memory guard killed", KERNEL_OOM_KILL: 'The kernel OOM killer killed',
        RAY_MONITOR_KILL: "Ray's memory monitor killed", QUOTA_EXCEEDED: 'rayguard killed'}
 
 
@@ -53,7 +53,7 @@ def test_each_report_kind_becomes_its_event_and_is_counted(oom_operator: OomOper
     op.wait(lambda: len(op.oom_events()) >= 2 * len(reports), 'an Event on the cluster and the pod per kill')
     oom = op.oom('kinds')
     assert oom['total'] == len(reports)
-    assert oom['byKind'] == {MONITOR_KILL: 1, KERNEL_OOM_KILL: 2, RAY_MONITOR_KILL: 1, QUOTA_EXCEEDED: 1}
+    assert oom['byKind'] == {GUARD_KILL: 1, KERNEL_OOM_KILL: 2, RAY_MONITOR_KILL: 1, QUOTA_EXCEEDED: 1}
     assert oom['lastReportId'] == ids[-1] == head.last_id()
     assert oom['lastTime'] == reports[-1].time and 'python3 /app/driver.py' in oom['lastMessage']
 
@@ -94,7 +94,7 @@ def test_operator_restart_mid_stream_neither_loses_nor_repeats(oom_operator: Oom
     # One report at a time until the cluster's Event budget is spent (two writes each), so
     # that from here on increments wait in the operator's memory for the budget to refill.
     for n in range(1, WRITES_PER_MINUTE_PER_CLUSTER // 2 + 2):
-        item = report(MONITOR_KILL, 'resume', workers[0])
+        item = report(GUARD_KILL, 'resume', workers[0])
         head.write(item)
         written.append(item)
         op.wait(lambda: op.oom_total('resume') >= n, f'report {n} to be counted')
@@ -175,7 +175,7 @@ def test_a_burst_of_1000_reports_is_counted_exactly_in_a_few_events(oom_operator
     op.wait(lambda: head.followers() >= 1, 'the daemon to follow the stream', timeout=30)
 
     since, started = op.api.emulator.mark(), time.monotonic()
-    burst = [report(MONITOR_KILL, 'burst', worker, pid=5000 + i) for i in range(1000)]
+    burst = [report(GUARD_KILL, 'burst', worker, pid=5000 + i) for i in range(1000)]
     ids = head.write(*burst)
     op.wait(lambda: op.oom_total('burst') >= 1000, 'status.oom to count the burst', timeout=60)
     op.wait(lambda: sum(e['count'] for e in op.oom_events()) >= 2000, 'the Events to count the burst',
@@ -184,7 +184,7 @@ def test_a_burst_of_1000_reports_is_counted_exactly_in_a_few_events(oom_operator
     time.sleep(2.5)
 
     oom = op.oom('burst')
-    assert oom['total'] == 1000 and oom['byKind'] == {MONITOR_KILL: 1000}
+    assert oom['total'] == 1000 and oom['byKind'] == {GUARD_KILL: 1000}
     assert oom['lastReportId'] == ids[-1]
     found = op.oom_events()
     assert len(found) <= 4, [e['metadata']['name'] for e in found]
@@ -210,7 +210,7 @@ def test_a_dead_head_redis_does_not_delay_another_cluster(oom_operator: OomOpera
     if how == 'stopped':  # it was up and followed, then it went away
         gone = op.head_redis('dead')
         op.wait(lambda: gone.followers() >= 1, 'the daemon to follow the dead cluster', timeout=30)
-        gone.write(report(MONITOR_KILL, 'dead', dead_worker))
+        gone.write(report(GUARD_KILL, 'dead', dead_worker))
         op.wait(lambda: op.oom_total('dead') == 1, 'the dead cluster counted before it died')
         gone.server.stop()
     else:
@@ -219,7 +219,7 @@ def test_a_dead_head_redis_does_not_delay_another_cluster(oom_operator: OomOpera
             op.wait(lambda: hole.accepted >= 1, 'the daemon to hang on the dead head', timeout=30)
 
     for i in range(3):  # spread over several of the dead cluster's connect timeouts and retries
-        item = report((MONITOR_KILL, KERNEL_OOM_KILL, RAY_MONITOR_KILL)[i], 'healthy', worker)
+        item = report((GUARD_KILL, KERNEL_OOM_KILL, RAY_MONITOR_KILL)[i], 'healthy', worker)
         started = time.monotonic()
         head.write(item)
         op.wait(lambda: len(events_about(op, 'healthy', REASON[item.kind])) == 1

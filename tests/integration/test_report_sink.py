@@ -15,7 +15,7 @@ import redis
 
 from rayguard_node.reporting.redis_server import RedisServer, redis_client
 from rayguard_node.reporting.sink import ReportSink, sent_marker_key
-from rayguard_node.contract.reports import (MONITOR_KILL, STREAM_KEY, Identity, NodeUsage, Report,
+from rayguard_node.contract.reports import (GUARD_KILL, STREAM_KEY, Identity, NodeUsage, Report,
                                    TopEntry, Victim, new_report)
 
 from .redis_fixtures import free_port, redis_server  # noqa: F401
@@ -27,7 +27,7 @@ def make_report(n: int = 0) -> Report:
     identity = Identity("demo", "default", "demo-worker-cpu-x7k2p", "cpu", "worker")
     victim = Victim(4000 + n, f"ray::allocate_{n}", 900 * MiB, 100 * MiB)
     node = NodeUsage(2900 * MiB, 3072 * MiB, 2900 / 3072, 0.95)
-    return new_report(MONITOR_KILL, identity, victim, node,
+    return new_report(GUARD_KILL, identity, victim, node,
                       [TopEntry(4000 + n, f"ray::allocate_{n}", 800 * MiB)])
 
 
@@ -52,7 +52,7 @@ def test_report_appears_once_with_its_fields(redis_server: RedisServer) -> None:
     assert len(entries) == 1
     fields = entries[0][1]
     assert set(fields) == {b"report", b"kind", b"id"}
-    assert fields[b"kind"] == MONITOR_KILL.encode()
+    assert fields[b"kind"] == GUARD_KILL.encode()
     assert fields[b"id"] == report.id.encode()
     assert json.loads(fields[b"report"]) == report.to_dict()
     assert Report.from_dict(json.loads(fields[b"report"])).id == report.id

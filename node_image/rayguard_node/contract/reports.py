@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterable
 
 from rayguard_node.sizing.quantity import format_bytes
 
-MONITOR_KILL = "monitor_kill"
+GUARD_KILL = "monitor_kill"
 KERNEL_OOM_KILL = "kernel_oom_kill"
 RAY_MONITOR_KILL = "ray_monitor_kill"
 QUOTA_EXCEEDED = "quota_exceeded"
-KINDS = (MONITOR_KILL, KERNEL_OOM_KILL, RAY_MONITOR_KILL, QUOTA_EXCEEDED)
+KINDS = (GUARD_KILL, KERNEL_OOM_KILL, RAY_MONITOR_KILL, QUOTA_EXCEEDED)
 
 STREAM_KEY = "rayguard:reports"
 STREAM_MAXLEN = 10_000
@@ -119,7 +119,7 @@ def now_rfc3339() -> str:
 
 
 _WHO = {
-    MONITOR_KILL: "rayguard's memory guard killed",
+    GUARD_KILL: "rayguard's memory guard killed",
     KERNEL_OOM_KILL: "The kernel OOM killer killed",
     RAY_MONITOR_KILL: "Ray's memory monitor killed",
     QUOTA_EXCEEDED: "rayguard killed",

@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 from rayguard_node.cgroup.processes import ProcessMemory, top
 from rayguard_node.guard.killer import Guard, GuardKill
 from rayguard_node.guard.kernel_oom import KernelKill, KernelOomDetector
-from rayguard_node.contract.reports import (KERNEL_OOM_KILL, MONITOR_KILL, RAY_MONITOR_KILL, Identity, NodeUsage, Report,
+from rayguard_node.contract.reports import (KERNEL_OOM_KILL, GUARD_KILL, RAY_MONITOR_KILL, Identity, NodeUsage, Report,
                       TopEntry, Victim, new_report)
 
 log = logging.getLogger(__name__)
@@ -180,10 +180,10 @@ class MonitorLoop:
         self.guard_kill_times = {pid: at for pid, at in self.guard_kill_times.items()
                                  if at >= now - SAME_KILL_WINDOW_S}
         self.guard_kill_times[kill.victim.pid] = now
-        self.state.count(MONITOR_KILL)
+        self.state.count(GUARD_KILL)
         log.warning("guard killed pid %d (%s) at %.1f%% of the limit", kill.victim.pid,
                     kill.victim.name, kill.fraction * 100)
-        self.emitter.emit(new_report(MONITOR_KILL, self.identity, victim_of(kill.victim),
+        self.emitter.emit(new_report(GUARD_KILL, self.identity, victim_of(kill.victim),
                                      self._node(kill.used_bytes, kill.fraction), to_top(kill.processes)))
 
     def _report_kernel_kill(self, kill: KernelKill, used: int, fraction: float) -> None:

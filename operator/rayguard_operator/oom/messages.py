@@ -11,13 +11,13 @@ import hashlib
 from dataclasses import dataclass
 
 from rayguard_node.sizing.quantity import format_bytes
-from rayguard_node.contract.reports import (KERNEL_OOM_KILL, MONITOR_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL,
+from rayguard_node.contract.reports import (KERNEL_OOM_KILL, GUARD_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL,
                                    Report)
 
 from rayguard_operator.manifests import events
 
 REASON_BY_KIND = {
-    MONITOR_KILL: events.MEMORY_MONITOR_KILL,
+    GUARD_KILL: events.MEMORY_MONITOR_KILL,
     KERNEL_OOM_KILL: events.KERNEL_OOM_KILL,
     RAY_MONITOR_KILL: events.RAY_MEMORY_MONITOR_KILL,
     QUOTA_EXCEEDED: events.MEMORY_QUOTA_EXCEEDED,
@@ -27,7 +27,7 @@ TOP_SHOWN = 3
 AGGREGATION_WINDOW_S = 600
 
 _WHO = {
-    MONITOR_KILL: "rayguard's memory guard killed",
+    GUARD_KILL: "rayguard's memory guard killed",
     KERNEL_OOM_KILL: "The kernel OOM killer killed",
     RAY_MONITOR_KILL: "Ray's memory monitor killed",
     QUOTA_EXCEEDED: "rayguard killed",

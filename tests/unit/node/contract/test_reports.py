@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rayguard_node.contract.reports import (KERNEL_OOM_KILL, KINDS, MONITOR_KILL, QUOTA_EXCEEDED,
+from rayguard_node.contract.reports import (KERNEL_OOM_KILL, KINDS, GUARD_KILL, QUOTA_EXCEEDED,
                                    RAY_MONITOR_KILL, Identity, NodeUsage, Report, TopEntry, Victim,
                                    new_report, now_rfc3339)
 
@@ -19,7 +19,7 @@ NODE = NodeUsage(3 * GiB + 512 * MiB, 4 * GiB, 0.875, 0.95)
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
-def report(kind=MONITOR_KILL, top=(), victim=VICTIM, identity=IDENTITY, node=NODE):
+def report(kind=GUARD_KILL, top=(), victim=VICTIM, identity=IDENTITY, node=NODE):
     return new_report(kind, identity, victim, node, top, clock=lambda: "2024-05-01T12:00:00.000Z")
 
 
@@ -135,7 +135,7 @@ def test_message_for_a_guard_kill():
     (KERNEL_OOM_KILL, "The kernel OOM killer killed", "because the container reached its memory limit"),
     (RAY_MONITOR_KILL, "Ray's memory monitor killed", "because it was the most recently scheduled task"),
     (QUOTA_EXCEEDED, "rayguard killed", "because it used more than its memory= quota"),
-    (MONITOR_KILL, "rayguard's memory guard killed", "because it was the most recently scheduled task"),
+    (GUARD_KILL, "rayguard's memory guard killed", "because it was the most recently scheduled task"),
 ])
 def test_message_wording_per_kind(kind, who, why):
     message = report(kind).message
@@ -161,5 +161,5 @@ def test_time_is_rfc3339_utc_with_z():
     parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     assert parsed.tzinfo == timezone.utc
     assert abs((datetime.now(timezone.utc) - parsed).total_seconds()) < 60
-    default = new_report(MONITOR_KILL, IDENTITY, VICTIM, NODE)
+    default = new_report(GUARD_KILL, IDENTITY, VICTIM, NODE)
     assert RFC3339_Z.match(default.time), default.time

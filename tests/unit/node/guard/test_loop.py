@@ -13,7 +13,7 @@ from rayguard_node.cgroup.processes import GCS_SERVER, RAYLET, WORKER, ProcessMe
 from rayguard_node.guard.killer import Guard, TaskTracker
 from rayguard_node.guard.kernel_oom import KernelOomDetector
 from rayguard_node.guard.loop import KERNEL_CHECK_EVERY, IDLE_PERIOD_MS, MonitorLoop, Pollers
-from rayguard_node.contract.reports import (KERNEL_OOM_KILL, MONITOR_KILL, RAY_MONITOR_KILL, Identity,
+from rayguard_node.contract.reports import (KERNEL_OOM_KILL, GUARD_KILL, RAY_MONITOR_KILL, Identity,
                                    NodeUsage, TopEntry, Victim, new_report)
 
 MiB, GiB = 1024**2, 1024**3
@@ -92,14 +92,14 @@ def test_guard_kill_emits_one_monitor_kill_report(tmp_path):
     world.working_set = math.ceil(LIMIT * 0.97)
     world.tick()
     [report] = world.emitter.reports
-    assert report.kind == MONITOR_KILL
+    assert report.kind == GUARD_KILL
     assert report.identity == IDENTITY
     assert report.victim == Victim(21, "ray::new", 700 * MiB, 200 * MiB)
     assert report.node == NodeUsage(world.working_set, LIMIT, world.working_set / LIMIT, 0.95)
     assert report.top == (TopEntry(20, "ray::old", 1536 * MiB), TopEntry(21, "ray::new", 500 * MiB),
                           TopEntry(10, "/ray/raylet", 200 * MiB),  # ties: lower pid first
                           TopEntry(11, "/ray/gcs_server", 200 * MiB))
-    assert world.loop.state.kills_by_kind == {MONITOR_KILL: 1}
+    assert world.loop.state.kills_by_kind == {GUARD_KILL: 1}
     assert world.loop.state.working_set_bytes == world.working_set
     assert world.loop.state.usage_bytes == world.working_set + 10 * MiB
     assert world.loop.state.limit_bytes == LIMIT and world.loop.state.threshold == 0.95
@@ -118,12 +118,12 @@ def test_kernel_kill_emits_kernel_oom_kill_and_spares_the_guards_victim(tmp_path
     for _ in range(KERNEL_CHECK_EVERY):
         world.tick()
     kinds = [r.kind for r in world.emitter.reports]
-    assert kinds == [MONITOR_KILL, KERNEL_OOM_KILL]
+    assert kinds == [GUARD_KILL, KERNEL_OOM_KILL]
     kernel = world.emitter.reports[1]
     assert kernel.victim == Victim(20, "ray::old", 2 * GiB, 512 * MiB)
     assert kernel.node == NodeUsage(3 * GiB, LIMIT, 0.75, 0.95)
     assert kernel.top[0] == TopEntry(20, "ray::old", 1536 * MiB)
-    assert world.loop.state.kills_by_kind == {MONITOR_KILL: 1, KERNEL_OOM_KILL: 1}
+    assert world.loop.state.kills_by_kind == {GUARD_KILL: 1, KERNEL_OOM_KILL: 1}
 
 
 def test_two_unknown_kernel_kills_are_two_reports(tmp_path):

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from rayguard_node.contract.reports import (KERNEL_OOM_KILL, MONITOR_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL,
+from rayguard_node.contract.reports import (KERNEL_OOM_KILL, GUARD_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL,
                                    Identity, NodeUsage, Report, TopEntry, Victim)
 from rayguard_operator.oom.messages import (REASON_BY_KIND, AggregationKey, advice, container_message,
                                             report_key, report_message, short_name)
@@ -20,7 +20,7 @@ HEAD_ADVICE = ("Advice: the head runs no tasks (num-cpus=0), so look at what els
 QUOTA_ADVICE = "Advice: raise the actor's memory= quota, or make it use less."
 
 
-def make_report(kind: str = MONITOR_KILL, role: str = "worker", group: str = "cpu", pod: str = POD,
+def make_report(kind: str = GUARD_KILL, role: str = "worker", group: str = "cpu", pod: str = POD,
                 victim: Victim | None = None, top: tuple[TopEntry, ...] = ()) -> Report:
     return Report(
         id="r-1", time="2024-05-01T10:00:00.000Z", kind=kind,
@@ -60,7 +60,7 @@ def test_short_name_custom_limit() -> None:
     assert short_name("python3 /x/ray start", limit=5) == "ray s"
 
 
-@pytest.mark.parametrize("kind", [MONITOR_KILL, KERNEL_OOM_KILL, RAY_MONITOR_KILL, QUOTA_EXCEEDED])
+@pytest.mark.parametrize("kind", [GUARD_KILL, KERNEL_OOM_KILL, RAY_MONITOR_KILL, QUOTA_EXCEEDED])
 def test_advice_on_the_head_points_at_num_cpus_zero(kind: str) -> None:
     assert advice(make_report(kind=kind, role="head", group="head")) == HEAD_ADVICE
 
@@ -70,7 +70,7 @@ def test_advice_quota(group: str) -> None:
     assert advice(make_report(kind=QUOTA_EXCEEDED, group=group)) == QUOTA_ADVICE
 
 
-@pytest.mark.parametrize("kind", [MONITOR_KILL, RAY_MONITOR_KILL])
+@pytest.mark.parametrize("kind", [GUARD_KILL, RAY_MONITOR_KILL])
 def test_advice_monitor_kinds_name_the_group(kind: str) -> None:
     assert advice(make_report(kind=kind, group="highmem")) == (
         "Advice: set memory= on the task so Ray reserves what it needs and runs fewer at"
@@ -122,7 +122,7 @@ def test_report_message_pid_without_memory_and_shared_above_rss() -> None:
 
 
 @pytest.mark.parametrize("kind, who", [
-    (MONITOR_KILL, "rayguard's memory guard killed "),
+    (GUARD_KILL, "rayguard's memory guard killed "),
     (KERNEL_OOM_KILL, "The kernel OOM killer killed "),
     (RAY_MONITOR_KILL, "Ray's memory monitor killed "),
     (QUOTA_EXCEEDED, "rayguard killed "),
@@ -172,7 +172,7 @@ def test_digest_separates_fields() -> None:
     assert AggregationKey("ab", "c", "r", "v").digest() != AggregationKey("a", "bc", "r", "v").digest()
 
 
-@pytest.mark.parametrize("kind", [MONITOR_KILL, KERNEL_OOM_KILL, RAY_MONITOR_KILL, QUOTA_EXCEEDED])
+@pytest.mark.parametrize("kind", [GUARD_KILL, KERNEL_OOM_KILL, RAY_MONITOR_KILL, QUOTA_EXCEEDED])
 def test_report_key(kind: str) -> None:
     assert report_key(make_report(kind=kind)) == AggregationKey(
         "demo", POD, REASON_BY_KIND[kind], "ray::allocate_memory")
