@@ -27,5 +27,9 @@ class InvalidSetting(RayguardError):
         self.field = field
 
 
+class MalformedReport(RayguardError):
+    """A report on the stream that is not what `rayguard_node.contract.reports` defines."""
+
+
 class ImpossiblePlan(RayguardError):
     """The memory budget cannot work: a part would be below what Ray needs."""

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from rayguard_operator.local.cli import add_local_parser
-from rayguard_operator.settings import OperatorSettings, SettingsError
+from rayguard_node.errors import RayguardError
+from rayguard_operator.settings import OperatorSettings
 
 EXIT_USAGE = 2
 NAMESPACE_FLAGS = ("-n", "--namespace", "-A", "--all-namespaces")
@@ -47,13 +48,9 @@ def _operator(extra: Sequence[str], settings: OperatorSettings) -> int:
 
 
 def _render(args: argparse.Namespace, settings: OperatorSettings) -> int:
-    from rayguard_operator.manifests.render import RenderError, render_file
+    from rayguard_operator.manifests.render import render_file
 
-    try:
-        sys.stdout.write(render_file(Path(args.file), args.output, settings))
-    except RenderError as error:
-        print(f"rayguard render: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    sys.stdout.write(render_file(Path(args.file), args.output, settings))
     return 0
 
 
@@ -71,32 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every refusal (settings, spec, file) is a RayguardError: exit 2 with one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["operator"]:
         command, rest = "operator", argv[1:]  # passed through untouched, --help included
     else:
         args = build_parser().parse_args(argv)
         command, rest = args.command, []
+    prog = "rayguard" if command == "operator" else f"rayguard {command}"
     try:
         settings = OperatorSettings.from_env()
-    except SettingsError as error:
-        print(f"rayguard: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    if command == "operator":
-        return _operator(rest, settings)
-    if command == "local":
-        return _local(args)
-    return _render(args, settings)
-
-
-def _local(args: argparse.Namespace) -> int:
-    from rayguard_operator.errors import SpecError
-    from rayguard_operator.manifests.render import RenderError
-
-    try:
-        return int(args.handler(args))
-    except (RenderError, SpecError) as error:
-        print(f"rayguard local: {error}", file=sys.stderr)
+        if command == "operator":
+            return _operator(rest, settings)
+        if command == "local":
+            return int(args.handler(args))
+        return _render(args, settings)
+    except RayguardError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from rayguard_node.errors import RayguardError
+
 DEFAULT_NODE_IMAGE = "rayguard/node:0.1.0"
 DEFAULT_RESYNC_SECONDS = 60.0
 LOG_FORMATS = ("json", "plain")
@@ -23,7 +25,7 @@ ENV_LOG_FORMAT = "RAYGUARD_OPERATOR_LOG_FORMAT"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-class SettingsError(ValueError):
+class SettingsError(RayguardError):
     """An operator env var holds a value the operator cannot use; str() is one line."""
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from rayguard_node.contract.rfc3339 import now_millis
 from rayguard_node.sizing.quantity import format_bytes
+from rayguard_node.errors import MalformedReport
 
 GUARD_KILL = "monitor_kill"
 KERNEL_OOM_KILL = "kernel_oom_kill"
@@ -92,11 +93,11 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Report":
-        """Parse a report; raises ValueError naming what is wrong."""
+        """Parse a report; raises MalformedReport naming what is wrong."""
         try:
             kind = data["kind"]
             if kind not in KINDS:
-                raise ValueError(f"unknown report kind {kind!r}")
+                raise MalformedReport(f"unknown report kind {kind!r}")
             victim, node = data["victim"], data["node"]
             return cls(
                 id=str(data["id"]), time=str(data["time"]), kind=kind,
@@ -111,39 +112,77 @@ class Report:
                 message=str(data.get("message") or ""),
             )
         except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"malformed report: missing or wrong field {error}") from None
+            raise MalformedReport(f"malformed report: missing or wrong field {error}") from None
 
 
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+now_rfc3339 = now_millis  # the old name, still imported by tests/unit/node/contract/test_reports.py
 
 
-_WHO = {
+# The OOM vocabulary: who killed, in words. stdout (Report.message) and the Kubernetes Event
+# (rayguard_operator.oom.messages) are both composed by `compose_message` below.
+WHO = {
     GUARD_KILL: "rayguard's memory guard killed",
     KERNEL_OOM_KILL: "The kernel OOM killer killed",
     RAY_MONITOR_KILL: "Ray's memory monitor killed",
     QUOTA_EXCEEDED: "rayguard killed",
 }
+TOP_SHOWN = 3
 
 
-def compose_message(kind: str, identity: Identity, victim: Victim, node: NodeUsage) -> str:
-    """One human paragraph, in the spirit of Ray's OutOfMemoryError text."""
-    where = f" in pod {identity.pod}" if identity.pod else ""
-    if identity.group:
-        where += f" (group {identity.group})"
+def short_name(name: str, limit: int = 40) -> str:
+    """`ray::task` as is; a command line as its program (`python3 /x/ray start` -> `ray start`)."""
+    if name.startswith("ray::"):
+        return name[:limit]
+    words = name.split()
+    if not words:
+        return name
+    program = words[0].rsplit("/", 1)[-1]
+    if program.startswith("python") and len(words) > 1:
+        rest = [w for w in words[1:] if not w.startswith("-")]
+        program = rest[0].rsplit("/", 1)[-1] if rest else program
+        if program == "ray" and len(rest) > 1:
+            program = f"ray {rest[1]}"
+    return program[:limit]
+
+
+def advice(kind: str, identity: Identity) -> str:
+    """One line that fits the case."""
+    if identity.role == "head":
+        return ("Advice: the head runs no tasks (num-cpus=0), so look at what else runs there:"
+                " a driver started on the head, or the GCS and dashboard; raise the head's"
+                " memory limit if they need more.")
+    if kind == QUOTA_EXCEEDED:
+        return "Advice: raise the actor's memory= quota, or make it use less."
+    group = f"memory limit of group {identity.group}" if identity.group else "group's memory limit"
+    if kind == KERNEL_OOM_KILL:
+        return (f"Advice: the kernel acted before any monitor could; raise the {group},"
+                " or set memory= on the task so Ray runs fewer of them at once.")
+    return (f"Advice: set memory= on the task so Ray reserves what it needs and runs fewer at"
+            f" once, or raise the {group}.")
+
+
+def compose_message(kind: str, identity: Identity, victim: Victim, node: NodeUsage,
+                    top: Iterable[TopEntry] = ()) -> str:
+    """The one text of an OOM kill: who killed what where, node usage, the largest users,
+    advice. Printed by the runtime and posted by the operator as the Event's message."""
     details = [f"pid {victim.pid}"] if victim.pid is not None else []
     if victim.rss_bytes:
         details.append(f"{format_bytes(max(0, victim.rss_bytes - victim.shared_bytes))} used")
-    shown = f"{victim.name} ({', '.join(details)})" if details else victim.name
-    reason = {
-        QUOTA_EXCEEDED: "because it used more than its memory= quota",
-        KERNEL_OOM_KILL: "because the container reached its memory limit",
-    }.get(kind, "because it was the most recently scheduled task when the node ran low on memory")
-    return (
-        f"{_WHO[kind]} {shown}{where} {reason}. "
-        f"Memory on the node was {format_bytes(node.used_bytes)} / {format_bytes(node.limit_bytes)}"
-        f" ({node.fraction:.3f}), against a threshold of {node.threshold:g}."
-    )
+    who = f"{victim.name} ({', '.join(details)})" if details else victim.name
+    where = f"pod {identity.pod or '?'}"
+    if identity.group:
+        where += f" (group {identity.group})"
+    users = ", ".join(f"{short_name(t.name)} {format_bytes(t.rss_minus_shr_bytes)}"
+                      for t in list(top)[:TOP_SHOWN])
+    lines = [
+        f"{WHO[kind]} {who} in {where}.",
+        f"Node memory {format_bytes(node.used_bytes)} of {format_bytes(node.limit_bytes)}"
+        f" ({node.fraction:.1%}), threshold {node.threshold:.1%}.",
+    ]
+    if users:
+        lines.append(f"Largest users: {users}.")
+    lines.append(advice(kind, identity))
+    return " ".join(lines)
 
 
 def new_report(
@@ -152,8 +191,8 @@ def new_report(
     victim: Victim,
     node: NodeUsage,
     top: Iterable[TopEntry] = (),
-    clock: Callable[[], str] = now_rfc3339,
+    clock: Callable[[], str] = now_millis,
 ) -> Report:
     ordered = tuple(sorted(top, key=lambda t: -t.rss_minus_shr_bytes)[:TOP_MAX_ENTRIES])
     return Report(str(uuid.uuid4()), clock(), kind, identity, victim, node, ordered,
-                  compose_message(kind, identity, victim, node))
+                  compose_message(kind, identity, victim, node, ordered))

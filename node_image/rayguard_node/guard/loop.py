@@ -100,6 +100,7 @@ def victim_of(process: ProcessMemory | None) -> Victim:
 class MonitorLoop:
     def __init__(
         self,
+        *,
         identity: Identity,
         limit_bytes: int,
         threshold: float,

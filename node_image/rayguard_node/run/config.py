@@ -8,7 +8,7 @@ from typing import Mapping
 
 from rayguard_node.errors import InvalidSetting
 from rayguard_node.sizing.plan import HEAD, WORKER
-from rayguard_node.run.ray_command import PLAN_FLAGS, SUPERVISOR_FLAGS
+from rayguard_node.contract.ray_flags import OWNED_FLAGS
 from rayguard_node.contract.reports import Identity
 
 DEFAULT_REDIS_PORT = 6380
@@ -16,6 +16,8 @@ DEFAULT_HEALTH_PORT = 8079
 DEFAULT_GRACE_SECONDS = 25.0
 DEFAULT_GCS_PORT = 6379
 DEFAULT_RAY_TEMP_DIR = Path("/tmp/ray")
+DEFAULT_SYSFS_ROOT = Path("/sys")
+DEFAULT_PROCFS_ROOT = Path("/proc")
 FLUSH_KEYS = ("flush_when_at_least_bytes", "flush_period_secs", "flush_num_entries_each_time")
 
 
@@ -33,6 +35,9 @@ class RunConfig:
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     ray_start_params: Mapping[str, object] = field(default_factory=dict)
     flush_policy: Mapping[str, float] = field(default_factory=dict)
+    # Where the kernel's files are: the real ones in a pod, fake trees in tests.
+    sysfs_root: Path = DEFAULT_SYSFS_ROOT
+    procfs_root: Path = DEFAULT_PROCFS_ROOT
 
     @property
     def effective_temp_dir(self) -> Path:
@@ -75,7 +80,7 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
     params = {str(k).lstrip("-"): v for k, v in dict(values.get("ray_start_params") or {}).items()}  # type: ignore[call-overload]
     if "port" in params and not (str(params["port"]).isdigit() and 0 < int(str(params["port"])) < 65536):
         raise InvalidSetting("--ray-start-params / rayStartParams.port", params["port"], "not a TCP port")
-    owned = set(params) & (PLAN_FLAGS | SUPERVISOR_FLAGS)
+    owned = set(params) & OWNED_FLAGS
     if owned:
         raise InvalidSetting("--ray-start-params / rayStartParams", sorted(owned),
                              "rayguard sets these itself (use numCpus and spec.memory instead)")
@@ -108,4 +113,6 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
         grace_seconds=grace,
         ray_start_params=params,
         flush_policy={k: values[k] for k in FLUSH_KEYS if k in values},  # type: ignore[misc]
+        sysfs_root=Path(str(values.get("sysfs_root") or DEFAULT_SYSFS_ROOT)),
+        procfs_root=Path(str(values.get("procfs_root") or DEFAULT_PROCFS_ROOT)),
     )

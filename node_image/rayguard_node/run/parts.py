@@ -119,10 +119,11 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
         guard = Guard(plan.guard_threshold, plan.limit_bytes, tracker, scan_now, procfs_root)
     kernel = KernelOomDetector(read_oom, lambda pid: process_gone(procfs_root, pid))
     pollers = Pollers()
-    monitor = MonitorLoop(config.identity, plan.limit_bytes,
-                          plan.guard_threshold if guard else plan.usage_threshold,
-                          read_usage, scan_now, sink, guard,
-                          kernel if kernel.supported else None, pollers, plan.guard_refresh_ms)
+    monitor = MonitorLoop(identity=config.identity, limit_bytes=plan.limit_bytes,
+                          threshold=plan.guard_threshold if guard else plan.usage_threshold,
+                          read_usage=read_usage, scan=scan_now, emitter=sink, guard=guard,
+                          kernel=kernel if kernel.supported else None, pollers=pollers,
+                          period_ms=plan.guard_refresh_ms)
     ray_reporter = RayMonitorReporter(config.effective_temp_dir, config.identity, plan, monitor.report,
                                       live_pids)
     pollers.add(RAY_LOG_PERIOD_S, ray_reporter.poll)

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
+from rayguard_node.run.config import RunConfig
 from rayguard_node.sizing.plan import HEAD, MemoryPlan
-
-if TYPE_CHECKING:
-    from rayguard_node.run.config import RunConfig
-
-# `ray start` flags that rayguard owns; rayStartParams may not set them.
-PLAN_FLAGS = frozenset({"num-cpus", "memory", "object-store-memory"})
-SUPERVISOR_FLAGS = frozenset({"head", "address", "block", "temp-dir"})
 
 # Variables that could make Ray pick up a token other than ours.
 FOREIGN_AUTH_VARS = ("RAY_AUTH_TOKEN",)

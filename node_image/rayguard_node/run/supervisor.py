@@ -37,12 +37,11 @@ DESCENDANTS_PERIOD_S = 10.0
 
 
 class Supervisor:
-    def __init__(self, config: RunConfig, plan: MemoryPlan, procfs_root: Path = Path("/proc"),
-                 sysfs_root: Path = Path("/sys")) -> None:
+    def __init__(self, config: RunConfig, plan: MemoryPlan) -> None:
         self.config = config
         self.plan = plan
-        self.procfs_root = procfs_root
-        self.sysfs_root = sysfs_root
+        self.procfs_root = config.procfs_root
+        self.sysfs_root = config.sysfs_root
         self.shutdown = threading.Event()
         self.ray: subprocess.Popen[bytes] | None = None
         self.parts: RuntimeParts | None = None

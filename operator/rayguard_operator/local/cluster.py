@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from rayguard_node.cgroup.scratch import MemoryCgroup, why_not_writable, writable_v1_parent
+from rayguard_node.contract import settings as S
 from rayguard_node.sizing.quantity import format_bytes
 from rayguard_node.contract.reports import Report
 from rayguard_node.contract.secrets import ensure_secret
@@ -210,4 +211,4 @@ class LocalCluster:
         for pod in self.pods:
             if pod.cgroup is not None:
                 pod.cgroup.remove()
-            shutil.rmtree(pod.node.env.get("RAYGUARD_RAY_TEMP_DIR", ""), ignore_errors=True)
+            shutil.rmtree(pod.node.env.get(S.RAY_TEMP_DIR.env, ""), ignore_errors=True)

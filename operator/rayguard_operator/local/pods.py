@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from rayguard_node.contract import settings as S
+from rayguard_node.errors import RayguardError
 from rayguard_node.sizing.quantity import parse_bytes
 
 from rayguard_operator import names
@@ -41,7 +43,7 @@ def _container(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     for container in pod["spec"]["containers"]:
         if container["name"] == names.CONTAINER:
             return container
-    raise ValueError(f"pod {pod['metadata']['name']} has no {names.CONTAINER} container")
+    raise RayguardError(f"pod {pod['metadata']['name']} has no {names.CONTAINER} container")
 
 
 def _resolve(entry: Mapping[str, Any], pod_name: str, namespace: str, limit_bytes: int) -> str | None:
@@ -74,22 +76,22 @@ def local_node(pod: Mapping[str, Any], pod_name: str, ports: LocalPorts, head_po
         value = _resolve(entry, pod_name, namespace, limit_bytes)
         if value is not None:
             env[entry["name"]] = value
-    params = json.loads(env.get("RAYGUARD_RAY_START_PARAMS", "{}"))
+    params = json.loads(env.get(S.RAY_START_PARAMS.env, "{}"))
     params.update({"node-ip-address": "127.0.0.1", "metrics-export-port": ports.metrics,
                    "dashboard-agent-listen-port": ports.dashboard_agent})
     if role == names.HEAD:
         params.update({"port": ports.gcs, "dashboard-port": ports.dashboard,
                        "ray-client-server-port": ports.client, "include-dashboard": False})
     env.update({
-        "RAYGUARD_RAY_START_PARAMS": json.dumps(params),
-        "RAYGUARD_RAY_AUTH_TOKEN_FILE": str(secrets_dir / names.SECRET_KEY_RAY_TOKEN),
-        "RAYGUARD_REDIS_PASSWORD_FILE": str(secrets_dir / names.SECRET_KEY_REDIS_PASSWORD),
-        "RAYGUARD_RAY_TEMP_DIR": str(temp_dir),
-        "RAYGUARD_HEALTH_PORT": str(ports.health),
-        "RAYGUARD_REDIS_PORT": str(head_ports.redis),
+        S.RAY_START_PARAMS.env: json.dumps(params),
+        S.RAY_AUTH_TOKEN_FILE.env: str(secrets_dir / names.SECRET_KEY_RAY_TOKEN),
+        S.REDIS_PASSWORD_FILE.env: str(secrets_dir / names.SECRET_KEY_REDIS_PASSWORD),
+        S.RAY_TEMP_DIR.env: str(temp_dir),
+        S.HEALTH_PORT.env: str(ports.health),
+        S.REDIS_PORT.env: str(head_ports.redis),
     })
     if role != names.HEAD:
-        env["RAYGUARD_HEAD_ADDRESS"] = f"127.0.0.1:{head_ports.gcs}"
+        env[S.HEAD_ADDRESS.env] = f"127.0.0.1:{head_ports.gcs}"
     # Inside a real pod the kubelet sets the limit; locally the cgroup does, and detection
     # then finds it. Without cgroup rights the declared limit stays as an override.
     return LocalNode(pod_name, role, group, limit_bytes, env)

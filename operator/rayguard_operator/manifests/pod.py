@@ -13,6 +13,8 @@ import hashlib
 import json
 from typing import Any
 
+from rayguard_node.contract import settings as S
+
 from rayguard_operator import names
 from rayguard_operator.spec.model import ClusterModel, NodeGroup
 from rayguard_operator.spec.overlay import merge_overlay
@@ -49,45 +51,45 @@ def ray_start_params(group: NodeGroup) -> dict[str, Any]:
 def build_env(cluster: ClusterModel, group: NodeGroup) -> list[dict[str, Any]]:
     memory, plan, head = group.memory, group.plan, group.role == names.HEAD
     env = [
-        _field_ref(names.ENV_POD_NAME, "metadata.name"),
-        _field_ref(names.ENV_POD_NAMESPACE, "metadata.namespace"),
-        _field_ref(names.ENV_NODE_NAME, "spec.nodeName"),
-        {"name": names.ENV_LIMIT_BYTES, "valueFrom": {"resourceFieldRef": {
+        _field_ref(S.POD_NAME.env, "metadata.name"),
+        _field_ref(S.POD_NAMESPACE.env, "metadata.namespace"),
+        _field_ref(S.NODE_NAME_ENV, "spec.nodeName"),
+        {"name": S.LIMIT_BYTES.env, "valueFrom": {"resourceFieldRef": {
             "containerName": names.CONTAINER, "resource": "limits.memory", "divisor": "1"}}},
-        _value(names.ENV_ROLE, group.role),
-        _value(names.ENV_CLUSTER, cluster.name),
-        _value(names.ENV_GROUP, group.name),
+        _value(S.ROLE.env, group.role),
+        _value(S.CLUSTER.env, cluster.name),
+        _value(S.GROUP.env, group.name),
     ]
     if not head:
-        env.append(_value(names.ENV_HEAD_ADDRESS, names.head_address(cluster.name, cluster.namespace)))
+        env.append(_value(S.HEAD_ADDRESS.env, names.head_address(cluster.name, cluster.namespace)))
     env += [
-        _value(names.ENV_TOKEN_FILE, f"{names.SECRETS_DIR}/{names.SECRET_KEY_RAY_TOKEN}"),
-        _value(names.ENV_REDIS_PASSWORD_FILE, f"{names.SECRETS_DIR}/{names.SECRET_KEY_REDIS_PASSWORD}"),
-        _value(names.ENV_REDIS_PORT, names.PORT_REDIS[1]),
-        _value(names.ENV_HEALTH_PORT, names.PORT_HEALTH[1]),
-        _value(names.ENV_RAY_TEMP_DIR, names.RAY_TEMP_DIR),
+        _value(S.RAY_AUTH_TOKEN_FILE.env, f"{names.SECRETS_DIR}/{names.SECRET_KEY_RAY_TOKEN}"),
+        _value(S.REDIS_PASSWORD_FILE.env, f"{names.SECRETS_DIR}/{names.SECRET_KEY_REDIS_PASSWORD}"),
+        _value(S.REDIS_PORT.env, names.PORT_REDIS[1]),
+        _value(S.HEALTH_PORT.env, names.PORT_HEALTH[1]),
+        _value(S.RAY_TEMP_DIR.env, names.RAY_TEMP_DIR),
     ]
     cpus = num_cpus_env(group)
     if cpus is not None:
-        env.append(_value(names.ENV_NUM_CPUS, cpus))
+        env.append(_value(S.NUM_CPUS.env, cpus))
     # The exact object store: /dev/shm is sized to the same number, so the runtime fits it.
     env += [
-        _value(names.ENV_OBJECT_STORE_BYTES, plan.object_store_bytes),
-        _value(names.ENV_OBJECT_STORE_FRACTION, memory.object_store_fraction),
-        _value(names.ENV_OBJECT_STORE_MAX_BYTES, memory.object_store_max_bytes),
+        _value(S.OBJECT_STORE_BYTES.env, plan.object_store_bytes),
+        _value(S.OBJECT_STORE_FRACTION.env, memory.object_store_fraction),
+        _value(S.OBJECT_STORE_MAX_BYTES.env, memory.object_store_max_bytes),
     ]
     if head:  # the head owns Redis, its cap and the ledger's flush policy
-        env += [_value(names.ENV_REDIS_FRACTION, memory.redis_fraction),
-                _value(names.ENV_REDIS_MAX_BYTES, memory.redis_max_bytes),
-                _value(names.ENV_FLUSH_WHEN_AT_LEAST_BYTES, memory.flush_when_at_least_bytes),
-                _value(names.ENV_FLUSH_PERIOD_SECS, memory.flush_period_secs),
-                _value(names.ENV_FLUSH_NUM_ENTRIES_EACH_TIME, memory.flush_num_entries_each_time)]
+        env += [_value(S.REDIS_FRACTION.env, memory.redis_fraction),
+                _value(S.REDIS_MAX_BYTES.env, memory.redis_max_bytes),
+                _value(S.FLUSH_WHEN_AT_LEAST_BYTES.env, memory.flush_when_at_least_bytes),
+                _value(S.FLUSH_PERIOD_SECS.env, memory.flush_period_secs),
+                _value(S.FLUSH_NUM_ENTRIES_EACH_TIME.env, memory.flush_num_entries_each_time)]
     env += [
-        _value(names.ENV_HEAP_FRACTION, memory.heap_fraction),
-        _value(names.ENV_USAGE_THRESHOLD, memory.usage_threshold),
-        _value(names.ENV_MONITOR_REFRESH_MS, memory.monitor_refresh_ms),
-        _value(names.ENV_GRACE_SECONDS, names.GRACE_SECONDS),
-        _value(names.ENV_RAY_START_PARAMS, json.dumps(ray_start_params(group), sort_keys=True, separators=(",", ":"))),
+        _value(S.HEAP_FRACTION.env, memory.heap_fraction),
+        _value(S.USAGE_THRESHOLD.env, memory.usage_threshold),
+        _value(S.MONITOR_REFRESH_MS.env, memory.monitor_refresh_ms),
+        _value(S.GRACE_SECONDS.env, names.GRACE_SECONDS),
+        _value(S.RAY_START_PARAMS.env, json.dumps(ray_start_params(group), sort_keys=True, separators=(",", ":"))),
     ]
     return env
 

@@ -17,6 +17,7 @@ import yaml
 
 from rayguard_operator import names
 from rayguard_operator.manifests.children import build_children
+from rayguard_node.errors import RayguardError
 from rayguard_operator.errors import SpecError
 from rayguard_operator.spec.model import ClusterModel, NodeGroup, parse_cluster
 from rayguard_operator.settings import OperatorSettings
@@ -25,7 +26,7 @@ UID_PLACEHOLDER = "<uid of the RayCluster>"
 SUFFIX_PLACEHOLDER = "<random>"
 
 
-class RenderError(Exception):
+class RenderError(RayguardError):
     """The file cannot be rendered; str() is one line naming the file and the field."""
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Iterable, Mapping
+
+from rayguard_node.contract import rfc3339
 
 from rayguard_operator import names
 
@@ -72,7 +73,7 @@ def _instant(text: str) -> float:
     if not text:
         return float("-inf")
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return rfc3339.parse(text)
     except ValueError:
         return float("-inf")
 

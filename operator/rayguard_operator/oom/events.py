@@ -14,9 +14,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
+from rayguard_node.contract import rfc3339
+
+from rayguard_operator.kube.protocols import EventApi
 from rayguard_operator.manifests.events import EventNote, build_event
 from rayguard_operator.oom.messages import AGGREGATION_WINDOW_S, AggregationKey
 
@@ -24,19 +26,8 @@ log = logging.getLogger(__name__)
 
 WRITES_PER_MINUTE_PER_CLUSTER = 30
 
-
-class EventApi(Protocol):
-    def get_event(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
-    def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
-
-
-def parse_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def format_time(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+# The old names of the shared helpers, still imported by tests/unit/operator/oom/test_events.py.
+parse_time, format_time = rfc3339.parse, rfc3339.format_seconds
 
 
 def event_name(involved: Mapping[str, Any], key: AggregationKey) -> str:
@@ -136,11 +127,11 @@ class EventAggregator:
         return writes
 
     def _write(self, namespace: str, name: str, pending: _Pending, retried: bool = False) -> None:
-        now_text = format_time(pending.last_seen)
+        now_text = rfc3339.format_seconds(pending.last_seen)
         existing = self.api.get_event(namespace, name)
         if existing is not None:
             last = existing.get("lastTimestamp") or existing.get("firstTimestamp") or now_text
-            if pending.last_seen - parse_time(last) < self.window_s:
+            if pending.last_seen - rfc3339.parse(last) < self.window_s:
                 count = int(existing.get("count") or 1) + pending.increments
                 self.api.patch_event(namespace, name, {
                     "count": count, "lastTimestamp": now_text, "message": build_event(
@@ -149,12 +140,12 @@ class EventAggregator:
                 })
                 return
             # Older than the window: the same object starts a new run of repeats.
-            body = build_event(pending.involved, pending.note, name, format_time(pending.first_seen))
+            body = build_event(pending.involved, pending.note, name, rfc3339.format_seconds(pending.first_seen))
             body["count"], body["lastTimestamp"] = pending.increments, now_text
             self.api.patch_event(namespace, name, {k: body[k] for k in (
                 "message", "count", "firstTimestamp", "lastTimestamp")} | {"series": None})
             return
-        body = build_event(pending.involved, pending.note, name, format_time(pending.first_seen))
+        body = build_event(pending.involved, pending.note, name, rfc3339.format_seconds(pending.first_seen))
         body["count"], body["lastTimestamp"] = pending.increments, now_text
         if self.api.create(body) is None and not retried:  # created meanwhile: update that one
             self._write(namespace, name, pending, retried=True)

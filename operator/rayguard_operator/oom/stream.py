@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from rayguard_node.errors import MalformedReport
 from rayguard_node.contract.reports import STREAM_KEY, Report
 
 from rayguard_operator import names
@@ -59,7 +60,7 @@ def decode_entries(raw: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[list[tu
         last = entry_id.decode()
         try:
             entries.append((last, Report.from_dict(json.loads(fields[b"report"]))))
-        except (KeyError, ValueError) as error:
+        except (KeyError, ValueError, MalformedReport) as error:
             log.warning("skipping malformed report %s: %s", last, error)
     return entries, last
 

@@ -9,26 +9,20 @@ the two, the counters are still exact and only an Event is missing.
 from __future__ import annotations
 
 import logging
-import threading
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Iterable, Mapping
 
 from rayguard_node.contract.reports import Report
 
 from rayguard_operator.manifests import events
 from rayguard_operator import names
+from rayguard_operator.kube.protocols import TrackerApi
+from rayguard_operator.locks import ClusterLocks
 from rayguard_operator.oom.events import EventAggregator
 from rayguard_operator.oom.messages import (CONTAINER_OOM_KIND, REASON_BY_KIND, AggregationKey, container_message,
                            report_key, report_message)
 from rayguard_operator.oom.counts import ContainerOom, OomCount, counted_annotation_patch, tally, uncounted
 
 log = logging.getLogger(__name__)
-
-
-class TrackerApi(Protocol):
-    def get_cluster(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def patch_cluster_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def _pod_limit_bytes(pod: Mapping[str, Any], container: str) -> int | None:
@@ -49,12 +43,7 @@ class OomTracker:
     def __init__(self, api: TrackerApi, aggregator: EventAggregator) -> None:
         self.api = api
         self.aggregator = aggregator
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def lock(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+        self.locks = ClusterLocks()
 
     def _add_counts(self, namespace: str, name: str, counts: list[OomCount]) -> dict[str, Any] | None:
         cluster = self.api.get_cluster(namespace, name)
@@ -76,7 +65,7 @@ class OomTracker:
             if self.aggregator.pending_count:  # held back by the rate limit: the budget may have refilled
                 self._flush(name)
             return 0
-        with self.lock(namespace, name):
+        with self.locks(namespace, name):
             counts, notes = [], []
             for pod, kills in found:
                 labels = pod["metadata"].get("labels") or {}
@@ -102,7 +91,7 @@ class OomTracker:
         """Count reports read from the stream; `lastReportId` moves to the last entry."""
         if not entries:
             return True
-        with self.lock(namespace, name):
+        with self.locks(namespace, name):
             counts = [OomCount(report.kind, report.time, report_message(report), stream_id)
                       for stream_id, report in entries]
             cluster = self._add_counts(namespace, name, counts)

@@ -22,7 +22,7 @@ from rayguard_operator.manifests import events
 from rayguard_operator import names
 from rayguard_operator.spec.model import ClusterModel, NodeGroup
 from rayguard_operator.manifests.pod import num_cpus_env
-from rayguard_operator.reconcile.actions import is_ready, keep_order, live_pods
+from rayguard_operator.reconcile.pods import is_ready, keep_order, live_pods
 
 SPEC_VALID, HEAD_READY, WORKERS_READY, READY = "SpecValid", "HeadReady", "WorkersReady", "Ready"
 CONDITION_TYPES = (SPEC_VALID, HEAD_READY, WORKERS_READY, READY)

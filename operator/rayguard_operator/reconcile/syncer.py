@@ -9,27 +9,24 @@ snapshot (kopf runs timers, change handlers and pod events concurrently).
 
 from __future__ import annotations
 
-import datetime
 import logging
 import secrets
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+
+from rayguard_node.contract import rfc3339
 
 from rayguard_operator.manifests import events
 from rayguard_operator import names
 from rayguard_operator.errors import KubeApiError, SpecError
-from rayguard_operator.kube.api import KubeApi
+from rayguard_operator.kube.protocols import SyncerApi
+from rayguard_operator.locks import ClusterLocks
 from rayguard_operator.spec.model import ClusterModel, parse_cluster
 from rayguard_operator.reconcile.actions import Action, Observed, plan_actions
 from rayguard_operator.settings import OperatorSettings
 from rayguard_operator.reconcile.status import READY, compute_status, invalid_status, merge_patch, spec_condition
 
 log = logging.getLogger(__name__)
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def random_name(prefix: str) -> str:
@@ -48,19 +45,6 @@ class SyncResult:
     error: str | None = None  # the spec error, or the write the server refused
 
 
-class ClusterLocks:
-    """One lock per (namespace, name), made on first use and kept: a lock is a few bytes, and
-    dropping one while a pass waits on it would let the next pass run beside that one."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-
-    def __call__(self, namespace: str, name: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
-
-
 def _ready_condition(status: Mapping[str, Any]) -> tuple[Any, ...] | None:
     for condition in status.get("conditions") or []:
         if condition.get("type") == READY:
@@ -69,9 +53,10 @@ def _ready_condition(status: Mapping[str, Any]) -> tuple[Any, ...] | None:
 
 
 class Syncer:
-    """Reconciles clusters through one KubeApi. Clock and randomness can be replaced in tests."""
+    """Reconciles clusters through one API client (`KubeApi`, or a fake in tests). Clock and
+    randomness can be replaced in tests."""
 
-    def __init__(self, api: KubeApi, settings: OperatorSettings, now: Callable[[], str] = utc_now,
+    def __init__(self, api: SyncerApi, settings: OperatorSettings, now: Callable[[], str] = rfc3339.now_seconds,
                  new_name: Callable[[str], str] = random_name,
                  new_secrets: Callable[[], tuple[str, str]] = random_secrets,
                  count_ooms: Callable[[str, str, tuple[dict[str, Any], ...]], int] | None = None) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from rayguard_node.errors import ImpossiblePlan, InvalidSetting
 from rayguard_node.sizing.plan import BudgetSettings, MemoryPlan, NodeFacts, make_plan
 from rayguard_node.sizing.quantity import parse_bytes, parse_cpus
-from rayguard_node.run.ray_command import PLAN_FLAGS, SUPERVISOR_FLAGS
+from rayguard_node.contract.ray_flags import OWNED_FLAGS
 
 from rayguard_operator import names
 from rayguard_operator.errors import SpecError
@@ -43,7 +43,7 @@ REPLICAS_DEFAULT, MIN_REPLICAS_DEFAULT, MAX_REPLICAS_DEFAULT = 1, 0, 1000
 # rayStartParams keys that rayguard sets itself: the plan's, the supervisor's, and the ports
 # the head Service and the container ports are built with.
 FIXED_PORT_FLAGS = {"port", "dashboard-port", "ray-client-server-port", "metrics-export-port"}
-RESERVED_RAY_FLAGS = frozenset(PLAN_FLAGS | SUPERVISOR_FLAGS | FIXED_PORT_FLAGS)
+RESERVED_RAY_FLAGS = frozenset(OWNED_FLAGS | FIXED_PORT_FLAGS)
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _GROUP = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

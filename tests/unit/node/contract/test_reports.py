@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from rayguard_node.errors import MalformedReport
+
 from rayguard_node.contract.reports import (KERNEL_OOM_KILL, KINDS, GUARD_KILL, QUOTA_EXCEEDED,
                                    RAY_MONITOR_KILL, Identity, NodeUsage, Report, TopEntry, Victim,
                                    new_report, now_rfc3339)
@@ -88,7 +90,7 @@ def test_from_dict_tolerates_missing_optional_fields():
 def test_from_dict_rejects_an_unknown_kind():
     data = report().to_dict()
     data["kind"] = "oops"
-    with pytest.raises(ValueError, match="unknown report kind 'oops'"):
+    with pytest.raises(MalformedReport, match="unknown report kind 'oops'"):
         Report.from_dict(data)
 
 
@@ -105,7 +107,7 @@ def test_from_dict_rejects_an_unknown_kind():
 def test_from_dict_errors_are_value_errors(mutate):
     data = report(top=[TopEntry(1, "a", 1)]).to_dict()
     mutate(data)
-    with pytest.raises(ValueError, match="malformed report"):
+    with pytest.raises(MalformedReport, match="malformed report"):
         Report.from_dict(data)
 
 
@@ -125,23 +127,23 @@ def test_top_with_few_entries_is_kept_whole():
 def test_message_for_a_guard_kill():
     assert report().message == (
         "rayguard's memory guard killed ray::allocate_memory (pid 4242, 768 MiB used) in pod"
-        " demo-worker-cpu-x7k2p (group cpu) because it was the most recently scheduled task when"
-        " the node ran low on memory. Memory on the node was 3.50 GiB / 4.00 GiB (0.875), against"
-        " a threshold of 0.95."
+        " demo-worker-cpu-x7k2p (group cpu). Node memory 3.50 GiB of 4.00 GiB (87.5%), threshold"
+        " 95.0%. Advice: set memory= on the task so Ray reserves what it needs and runs fewer at"
+        " once, or raise the memory limit of group cpu."
     )
 
 
-@pytest.mark.parametrize("kind, who, why", [
-    (KERNEL_OOM_KILL, "The kernel OOM killer killed", "because the container reached its memory limit"),
-    (RAY_MONITOR_KILL, "Ray's memory monitor killed", "because it was the most recently scheduled task"),
-    (QUOTA_EXCEEDED, "rayguard killed", "because it used more than its memory= quota"),
-    (GUARD_KILL, "rayguard's memory guard killed", "because it was the most recently scheduled task"),
+@pytest.mark.parametrize("kind, who, advice", [
+    (KERNEL_OOM_KILL, "The kernel OOM killer killed", "the kernel acted before any monitor could"),
+    (RAY_MONITOR_KILL, "Ray's memory monitor killed", "set memory= on the task"),
+    (QUOTA_EXCEEDED, "rayguard killed", "raise the actor's memory= quota"),
+    (GUARD_KILL, "rayguard's memory guard killed", "set memory= on the task"),
 ])
-def test_message_wording_per_kind(kind, who, why):
+def test_message_wording_per_kind(kind, who, advice):
     message = report(kind).message
     assert message.startswith(who + " ray::allocate_memory (pid 4242, 768 MiB used)")
-    assert why in message
-    for part in ("demo-worker-cpu-x7k2p", "group cpu", "3.50 GiB", "4.00 GiB", "0.875", "0.95"):
+    assert advice in message
+    for part in ("demo-worker-cpu-x7k2p", "group cpu", "3.50 GiB", "4.00 GiB", "87.5%", "95.0%"):
         assert part in message
 
 
@@ -149,10 +151,20 @@ def test_message_without_pid_pod_or_group():
     r = report(KERNEL_OOM_KILL, victim=Victim(None, "unknown (vanished before rayguard saw it)"),
                identity=Identity(role="head"), node=NodeUsage(900 * MiB, 1 * GiB, 0.879, 0.9))
     assert r.message == (
-        "The kernel OOM killer killed unknown (vanished before rayguard saw it) because the"
-        " container reached its memory limit. Memory on the node was 900 MiB / 1.00 GiB (0.879),"
-        " against a threshold of 0.9."
+        "The kernel OOM killer killed unknown (vanished before rayguard saw it) in pod ?."
+        " Node memory 900 MiB of 1.00 GiB (87.9%), threshold 90.0%. Advice: the head runs no"
+        " tasks (num-cpus=0), so look at what else runs there: a driver started on the head, or"
+        " the GCS and dashboard; raise the head's memory limit if they need more."
     )
+
+
+def test_message_is_the_event_text_and_names_the_largest_users():
+    """One composer: what the runtime prints is what the operator posts."""
+    from rayguard_operator.oom.messages import report_message
+
+    r = report(top=[TopEntry(1, "ray::a", 2 * GiB), TopEntry(2, "python3 -u /app/driver.py", MiB)])
+    assert "Largest users: ray::a 2.00 GiB, driver.py 1 MiB." in r.message
+    assert report_message(r) == r.message
 
 
 def test_time_is_rfc3339_utc_with_z():

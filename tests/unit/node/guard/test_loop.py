@@ -32,6 +32,13 @@ def processes():
             proc(21, "ray::new", rss=700 * MiB, shr=200 * MiB, start=300)]
 
 
+
+def idle_loop(read_usage=lambda: (0, 0), period_ms: int = 50) -> MonitorLoop:
+    """A loop with no guard, no kernel detector and no processes."""
+    return MonitorLoop(identity=IDENTITY, limit_bytes=LIMIT, threshold=0.95, read_usage=read_usage,
+                       scan=list, emitter=Emitter(), guard=None, kernel=None, pollers=Pollers(),
+                       period_ms=period_ms)
+
 class Emitter:
     def __init__(self):
         self.reports = []
@@ -58,8 +65,10 @@ class World:
                            self.clock) if guard else None
         self.kernel = KernelOomDetector(lambda: self.oom_count, lambda pid: pid not in self.alive,
                                         self.clock, settle_s=2.0) if kernel else None
-        self.loop = MonitorLoop(IDENTITY, LIMIT, threshold, self.read_usage, self.scan, self.emitter,
-                                self.guard, self.kernel, self.pollers, period_ms=50, clock=self.clock)
+        self.loop = MonitorLoop(identity=IDENTITY, limit_bytes=LIMIT, threshold=threshold,
+                                read_usage=self.read_usage, scan=self.scan, emitter=self.emitter,
+                                guard=self.guard, kernel=self.kernel, pollers=self.pollers,
+                                period_ms=50, clock=self.clock)
         for p in self.procs:
             self.write_stat(p.pid, "R")
 
@@ -175,8 +184,7 @@ def test_report_from_a_poller_is_counted(tmp_path):
 
 
 def test_disabled_guard_uses_the_idle_period(tmp_path):
-    loop = MonitorLoop(IDENTITY, LIMIT, 0.95, lambda: (0, 0), list, Emitter(), None, None,
-                       Pollers(), period_ms=0)
+    loop = idle_loop(period_ms=0)
     assert loop.period_s == IDLE_PERIOD_MS / 1000
     loop.tick()
     assert loop.state.kills_by_kind == {}
@@ -231,8 +239,7 @@ def failing_loop(on_call=None):
             on_call(len(calls))
         raise OSError("memory.current vanished")
 
-    loop = MonitorLoop(IDENTITY, LIMIT, 0.95, read_usage, list, Emitter(), None, None, Pollers(),
-                       period_ms=1)
+    loop = idle_loop(read_usage, period_ms=1)
     return loop, calls
 
 
@@ -282,8 +289,7 @@ def test_a_reused_pid_can_be_a_kernel_victim(tmp_path):
 
 
 def test_tick_samples_are_bounded_without_scrapes():
-    loop = MonitorLoop(IDENTITY, LIMIT, 0.95, lambda: (0, 0), list, Emitter(), None, None,
-                       Pollers(), period_ms=50)
+    loop = idle_loop(period_ms=50)
     for _ in range(20_000):  # 1000 s of ticks at the default 50 ms
         loop.tick()
     assert sum(loop.state.ticks.bucket_counts) == 20_000  # counted, in constant memory

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from rayguard_node.errors import RayguardError
+
 from rayguard_operator.local.pods import LocalNode, LocalPorts, local_node, local_pod_names
 from rayguard_operator.manifests.render import load_cluster, render_list
 from rayguard_operator.settings import OperatorSettings
@@ -143,7 +145,7 @@ def test_limit_from_the_container_and_unknown_sources_dropped(tmp_path: Path) ->
 def test_pod_without_the_ray_node_container(tmp_path: Path) -> None:
     pod = copy.deepcopy(by_group(render(), "cpu"))
     pod["spec"]["containers"][0]["name"] = "other"
-    with pytest.raises(ValueError, match="has no ray-node container"):
+    with pytest.raises(RayguardError, match="has no ray-node container"):
         node_for(pod, "w", tmp_path)
 
 

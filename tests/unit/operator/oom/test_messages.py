@@ -1,4 +1,4 @@
-"""oom_messages: Event reasons, messages and advice for OOM kills (pure)."""
+"""oom/messages: Event reasons, messages and advice for OOM kills (pure)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import dataclasses
 
 import pytest
 
-from rayguard_node.contract.reports import (KERNEL_OOM_KILL, GUARD_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL,
-                                   Identity, NodeUsage, Report, TopEntry, Victim)
-from rayguard_operator.oom.messages import (REASON_BY_KIND, AggregationKey, advice, container_message,
-                                            report_key, report_message, short_name)
+from rayguard_node.contract.reports import (GUARD_KILL, KERNEL_OOM_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL,
+                                            Identity, NodeUsage, Report, TopEntry, Victim, short_name)
+from rayguard_node.contract.reports import advice as advice_for
+from rayguard_operator.oom.messages import (REASON_BY_KIND, AggregationKey, container_message, report_key,
+                                            report_message)
 
 MiB, GiB = 1 << 20, 1 << 30
 POD = "demo-worker-cpu-x7k2p"
@@ -27,6 +28,10 @@ def make_report(kind: str = GUARD_KILL, role: str = "worker", group: str = "cpu"
         identity=Identity("demo", "default", pod, group, role),
         victim=victim or Victim(4242, "ray::allocate_memory", 3 * GiB, 512 * MiB),
         node=NodeUsage(7 * GiB, 8 * GiB, 0.962, 0.95), top=top)
+
+
+def advice(report: Report) -> str:
+    return advice_for(report.kind, report.identity)
 
 
 def test_reason_by_kind_is_exact() -> None:

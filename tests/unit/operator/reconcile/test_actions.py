@@ -12,7 +12,8 @@ import yaml
 
 from rayguard_operator import names
 from rayguard_operator.spec.model import ClusterModel, parse_cluster
-from rayguard_operator.reconcile.actions import Action, Observed, plan_actions, scale_down_order
+from rayguard_operator.reconcile.actions import Action, Observed, plan_actions
+from rayguard_operator.reconcile.pods import scale_down_order
 from rayguard_operator.settings import OperatorSettings
 from tests.paths import REPO_ROOT
 

@@ -1,0 +1,345 @@
+"""Syncer: one reconcile pass against an in-memory fake API that records every call in order."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+from typing import Any
+
+import yaml
+
+from rayguard_operator import names
+from rayguard_operator.errors import KubeApiError
+from rayguard_operator.kube.api import KubeApi
+from rayguard_operator.kube.protocols import EventApi, SyncerApi, TrackerApi
+from rayguard_operator.reconcile.syncer import Syncer, SyncResult
+from rayguard_operator.settings import OperatorSettings
+from tests.paths import REPO_ROOT
+
+NS, NAME = "default", "demo"
+NOW = "2030-01-01T00:00:00Z"
+SECRET, SERVICE = names.secret_name(NAME), names.head_service_name(NAME)
+HEAD_POD, CPU_POD = f"{names.head_pod_prefix(NAME)}p0001", f"{names.worker_pod_prefix(NAME, 'cpu')}p0001"
+WRITES = ("create", "patch", "delete_pod", "patch_cluster_status")
+
+
+def cluster_body() -> dict[str, Any]:
+    """examples/raycluster.yaml as the API server returns it: head, cpu x1, highmem x0."""
+    data = yaml.safe_load((REPO_ROOT / "examples" / "raycluster.yaml").read_text())
+    data["metadata"].update(namespace=NS, uid="uid-demo", generation=1)
+    return data
+
+
+def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Apply a JSON merge patch in place (None deletes)."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+class FakeApi:
+    """A SyncerApi in memory. `calls` holds every call, reads and writes, in order; an Event
+    create is recorded as ("event", type, reason) so that tests can see where it came.
+    `refuse` maps (verb, kind) to the server's message: that write raises `KubeApiError`
+    (after being recorded), as KubeApi does for a 403."""
+
+    def __init__(self, cluster: dict[str, Any] | None) -> None:
+        self.cluster = copy.deepcopy(cluster)
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, name), one namespace
+        self.events: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, ...]] = []
+        self.refuse: dict[tuple[str, str], str] = {}
+        self.unseen: set[tuple[str, str]] = set()  # (kind, name) that get_* does not see yet
+        self.clock = itertools.count(1)
+
+    def _check(self, verb: str, kind: str, name: str) -> None:
+        if (verb, kind) in self.refuse:
+            raise KubeApiError(verb, f"{kind} {NS}/{name}", 403, "Forbidden", self.refuse[(verb, kind)])
+
+    def writes(self) -> list[tuple[str, ...]]:
+        return [call for call in self.calls if call[0] in WRITES or call[0] == "event"]
+
+    # --- SyncerApi
+
+    def get_cluster(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_cluster", name))
+        return copy.deepcopy(self.cluster)
+
+    def patch_cluster_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.calls.append(("patch_cluster_status", name))
+        assert self.cluster is not None
+        status = self.cluster.setdefault("status", {})
+        merge(status, patch)
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_secret", name))
+        return None if ("Secret", name) in self.unseen else copy.deepcopy(self.objects.get(("Secret", name)))
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_service", name))
+        return copy.deepcopy(self.objects.get(("Service", name)))
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        self.calls.append(("list_pods", label_selector))
+        key, value = label_selector.split("=")
+        return [copy.deepcopy(obj) for (kind, _), obj in sorted(self.objects.items())
+                if kind == "Pod" and obj["metadata"]["labels"].get(key) == value]
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind == "Event":
+            self.calls.append(("event", obj["type"], obj["reason"]))
+            self._check("create", kind, name)
+            self.events.append(copy.deepcopy(obj))
+            return obj
+        self.calls.append(("create", kind, name))
+        self._check("create", kind, name)
+        if (kind, name) in self.objects:
+            return None  # 409
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["creationTimestamp"] = f"2030-01-01T00:00:{next(self.clock):02d}Z"
+        self.objects[(kind, name)] = stored
+        return copy.deepcopy(stored)
+
+    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", kind, name))
+        self._check("patch", kind, name)
+        merge(self.objects[(kind, name)], patch)
+        return copy.deepcopy(self.objects[(kind, name)])
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        self.calls.append(("delete_pod", name))
+        self._check("delete", "Pod", name)
+        return self.objects.pop(("Pod", name), None) is not None
+
+
+def fixed_name(prefix: str) -> str:
+    """The same suffix every pass, so that a repeated failure reads the same."""
+    return prefix + "p0001"
+
+
+def make(cluster: dict[str, Any] | None = None, **kwargs: Any) -> tuple[FakeApi, Syncer]:
+    api = FakeApi(cluster_body() if cluster is None else cluster)
+    return api, Syncer(api, OperatorSettings(), now=lambda: NOW, new_name=fixed_name,
+                       new_secrets=lambda: ("tok-XYZZY", "pw-XYZZY"), **kwargs)
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
+
+
+# --- a first pass, then a resync ----------------------------------------------------------
+
+def test_first_pass_reads_then_creates_each_child_with_its_event_then_writes_status() -> None:
+    api, syncer = make()
+    result = syncer.sync(NS, NAME)
+    assert api.calls == [
+        ("get_cluster", NAME), ("get_secret", SECRET), ("get_service", SERVICE),
+        ("list_pods", f"{names.LABEL_CLUSTER}={NAME}"),
+        # Each applied action is followed at once by its Normal event.
+        ("create", "Secret", SECRET), ("event", "Normal", "Created"),
+        ("create", "Service", SERVICE), ("event", "Normal", "Created"),
+        ("create", "Pod", HEAD_POD), ("event", "Normal", "Created"),
+        ("create", "Pod", CPU_POD), ("event", "Normal", "Created"),
+        # Pods are read again after the actions, and status is written last.
+        ("list_pods", f"{names.LABEL_CLUSTER}={NAME}"),
+        ("patch_cluster_status", NAME),
+    ]
+    assert result is not None and result.valid and result.status_patched and result.error is None
+    assert [(a.verb, a.kind, a.name) for a in result.actions] == [
+        ("create", "Secret", SECRET), ("create", "Service", SERVICE),
+        ("create", "Pod", HEAD_POD), ("create", "Pod", CPU_POD)]
+    assert [e["message"] for e in api.events] == [
+        f"Created Secret {SECRET}", f"Created Service {SERVICE}", f"Created Pod {HEAD_POD}",
+        f"Created Pod {CPU_POD}"]
+    assert {e["involvedObject"]["kind"] for e in api.events} == {"RayCluster"}
+    status = api.cluster["status"]
+    assert (status["phase"], status["observedGeneration"]) == ("Pending", 1)
+    assert status["head"] == {"serviceName": SERVICE, "ready": False, "podName": HEAD_POD}
+    assert conditions(status)["Ready"] == ("False", "HeadNotReady", f"pod {HEAD_POD} is Pending and not ready")
+    assert conditions(status)["SpecValid"][0] == "True"
+
+
+def test_resync_of_an_unchanged_cluster_reads_but_writes_nothing() -> None:
+    api, syncer = make()
+    syncer.sync(NS, NAME)
+    before = copy.deepcopy(api.cluster)
+    api.calls.clear()
+    result = syncer.sync(NS, NAME)
+    assert result == SyncResult(valid=True, actions=(), status_patched=False, error=None)
+    assert api.calls == [("get_cluster", NAME), ("get_secret", SECRET), ("get_service", SERVICE),
+                         ("list_pods", f"{names.LABEL_CLUSTER}={NAME}")]
+    assert api.writes() == [] and api.cluster == before
+
+
+def test_a_failed_pod_is_counted_before_it_is_deleted_then_replaced() -> None:
+    def count_ooms(namespace: str, name: str, pods: tuple[dict[str, Any], ...]) -> int:
+        failed = [p["metadata"]["name"] for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+        api.calls.append(("count_ooms", name, *failed))  # into the API's log, to see the order
+        return 0
+
+    api, syncer = make(count_ooms=count_ooms)
+    syncer.sync(NS, NAME)
+    api.objects[("Pod", CPU_POD)]["status"] = {"phase": "Failed"}
+    api.calls.clear()
+    syncer.new_name = lambda prefix: prefix + "p0002"
+    result = syncer.sync(NS, NAME)
+    new_pod = f"{names.worker_pod_prefix(NAME, 'cpu')}p0002"
+    assert api.calls[:5] == [("get_cluster", NAME), ("get_secret", SECRET), ("get_service", SERVICE),
+                             ("list_pods", f"{names.LABEL_CLUSTER}={NAME}"), ("count_ooms", NAME, CPU_POD)]
+    assert api.writes() == [
+        ("delete_pod", CPU_POD), ("event", "Normal", "Deleted"),
+        ("create", "Pod", new_pod), ("event", "Normal", "Created"),
+    ]  # no status write: a Failed worker and its Pending replacement are both "0/1 ready"
+    assert api.calls[-1] == ("list_pods", f"{names.LABEL_CLUSTER}={NAME}")
+    assert result is not None and not result.status_patched
+    assert [(a.verb, a.name) for a in result.actions] == [("delete", CPU_POD), ("create", new_pod)]
+    assert api.events[-2]["message"] == f"Deleted Pod {CPU_POD}: phase Failed, replacing it"
+
+
+def test_a_create_that_meets_an_existing_object_is_not_reported() -> None:
+    api, syncer = make()
+    api.objects[("Secret", SECRET)] = {"kind": "Secret", "metadata": {"name": SECRET, "labels": {}}}
+    api.unseen.add(("Secret", SECRET))  # a stale read: the create meets it (409)
+    result = syncer.sync(NS, NAME)
+    assert ("create", "Secret", SECRET) in api.calls
+    assert result is not None and ("create", "Secret") not in [(a.verb, a.kind) for a in result.actions]
+    assert [e["message"] for e in api.events][0] == f"Created Service {SERVICE}"
+
+
+# --- a refused write ----------------------------------------------------------------------
+
+QUOTA = 'pods "demo-head-p0001" is forbidden: exceeded quota'
+
+
+def refused_message(pod: str = HEAD_POD) -> str:
+    return f"create Pod {NS}/{pod} failed (403 Forbidden): {QUOTA}"
+
+
+def test_a_refused_write_stops_the_pass_writes_failed_status_then_one_warning() -> None:
+    api, syncer = make()
+    api.refuse[("create", "Pod")] = QUOTA
+    result = syncer.sync(NS, NAME)
+    assert api.writes() == [
+        ("create", "Secret", SECRET), ("event", "Normal", "Created"),
+        ("create", "Service", SERVICE), ("event", "Normal", "Created"),
+        ("create", "Pod", HEAD_POD),  # refused: the worker pod after it is not tried
+        ("patch_cluster_status", NAME),
+        ("event", "Warning", "ReconcileFailed"),
+    ]
+    assert api.calls[-3] == ("list_pods", f"{names.LABEL_CLUSTER}={NAME}")  # status from a fresh read
+    assert result is not None and result.valid and result.status_patched
+    assert result.error == refused_message()
+    assert [(a.verb, a.kind) for a in result.actions] == [("create", "Secret"), ("create", "Service")]
+    status = api.cluster["status"]
+    assert status["phase"] == "Failed"
+    assert conditions(status)["Ready"] == ("False", "ReconcileFailed", refused_message())
+    assert api.events[-1]["message"] == refused_message()
+    assert api.events[-1]["type"] == "Warning"
+
+
+def test_the_same_refusal_again_retries_but_neither_rewrites_status_nor_repeats_the_warning() -> None:
+    api, syncer = make()
+    api.refuse[("create", "Pod")] = QUOTA
+    syncer.sync(NS, NAME)
+    api.calls.clear()
+    result = syncer.sync(NS, NAME)
+    assert api.writes() == [("create", "Pod", HEAD_POD)]
+    assert result == SyncResult(valid=True, actions=(), status_patched=False, error=refused_message())
+
+
+def test_once_the_write_is_allowed_the_next_pass_recovers_without_a_warning() -> None:
+    api, syncer = make()
+    api.refuse[("create", "Pod")] = QUOTA
+    syncer.sync(NS, NAME)
+    del api.refuse[("create", "Pod")]
+    api.calls.clear()
+    result = syncer.sync(NS, NAME)
+    assert api.writes() == [("create", "Pod", HEAD_POD), ("event", "Normal", "Created"),
+                            ("create", "Pod", CPU_POD), ("event", "Normal", "Created"),
+                            ("patch_cluster_status", NAME)]
+    assert result is not None and result.error is None
+    assert api.cluster["status"]["phase"] == "Pending"
+    assert conditions(api.cluster["status"])["Ready"][1] == "HeadNotReady"
+
+
+def test_a_refused_event_is_logged_and_the_pass_goes_on() -> None:
+    api, syncer = make()
+    api.refuse[("create", "Event")] = "events are forbidden"
+    result = syncer.sync(NS, NAME)
+    assert result is not None and result.error is None and len(result.actions) == 4
+    assert api.writes()[-1] == ("patch_cluster_status", NAME)
+    assert api.events == []
+
+
+# --- an invalid spec ----------------------------------------------------------------------
+
+def invalid_body() -> dict[str, Any]:
+    body = cluster_body()
+    body["spec"]["head"]["resources"]["limits"]["memory"] = "lots"
+    return body
+
+
+def test_an_invalid_spec_writes_status_and_one_warning_and_touches_no_child() -> None:
+    api, syncer = make(invalid_body())
+    result = syncer.sync(NS, NAME)
+    assert api.calls == [("get_cluster", NAME), ("patch_cluster_status", NAME), ("event", "Warning", "InvalidSpec")]
+    assert api.objects == {}
+    assert result is not None and not result.valid and result.status_patched and result.actions == ()
+    assert result.error is not None and result.error.startswith("spec.head.resources.limits.memory: ")
+    status = api.cluster["status"]
+    assert (status["phase"], status["observedGeneration"]) == ("Invalid", 1)
+    assert conditions(status)["SpecValid"] == ("False", "InvalidSpec", result.error)
+    [event] = api.events
+    assert (event["message"], event["involvedObject"]["name"]) == (result.error, NAME)
+
+
+def test_an_invalid_spec_seen_again_writes_nothing() -> None:
+    api, syncer = make(invalid_body())
+    syncer.sync(NS, NAME)
+    api.calls.clear()
+    result = syncer.sync(NS, NAME)
+    assert api.calls == [("get_cluster", NAME)]
+    assert result is not None and not result.valid and not result.status_patched
+
+
+# --- a cluster gone or going --------------------------------------------------------------
+
+def test_a_cluster_being_deleted_is_read_and_nothing_else() -> None:
+    body = cluster_body()
+    body["metadata"]["deletionTimestamp"] = NOW
+    api, syncer = make(body)
+    assert syncer.sync(NS, NAME) is None
+    assert api.calls == [("get_cluster", NAME)]
+
+
+def test_a_cluster_that_is_gone_is_read_and_nothing_else() -> None:
+    api, syncer = make()
+    api.cluster = None
+    assert syncer.sync(NS, NAME) is None
+    assert api.calls == [("get_cluster", NAME)]
+
+
+# --- the Protocols ------------------------------------------------------------------------
+
+def protocol_methods(protocol: type) -> list[str]:
+    return [n for n, v in vars(protocol).items() if inspect.isfunction(v) and not n.startswith("_")]
+
+
+def test_kube_api_and_the_fake_satisfy_the_protocols_with_the_same_parameters() -> None:
+    assert protocol_methods(SyncerApi) == ["get_cluster", "patch_cluster_status", "get_secret", "get_service",
+                                           "list_pods", "create", "patch", "delete_pod"]
+    for protocol in (SyncerApi, TrackerApi, EventApi):
+        assert issubclass(KubeApi, protocol)
+        for method in protocol_methods(protocol):
+            wanted = list(inspect.signature(getattr(protocol, method)).parameters)
+            assert list(inspect.signature(getattr(KubeApi, method)).parameters) == wanted, (protocol, method)
+    assert isinstance(FakeApi(None), SyncerApi)
+    for method in protocol_methods(SyncerApi):
+        assert (list(inspect.signature(getattr(FakeApi, method)).parameters)
+                == list(inspect.signature(getattr(SyncerApi, method)).parameters)), method
