@@ -6,7 +6,7 @@
    processes alive: rayguard's procfs reader against psutil.
 
 Targets: a node sample <= 200 us; a scan of 100 processes <= 50 ms.
-Run: .venv/bin/python bench/detect.py
+Run, from the repository root: .venv/bin/python -m bench.detect
 """
 
 from __future__ import annotations

@@ -18,171 +18,32 @@ and one status update per report, no aggregation, its own process too):
   the time until `status.oom` counts all of them, the time until the Events' counts add up
   to 1,000, the Event objects written and the writes it took.
 
-Run: .venv/bin/python bench/oom_events.py [--samples 40] [--clusters 50] [--rounds 5] [--burst 1000]
+Run, from the repository root:
+  .venv/bin/python -m bench.oom_events [--samples 40] [--clusters 50] [--rounds 5] [--burst 1000]
 It needs `redis-server` on PATH; it stops every redis-server and process it started.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
+from bench.harness.oom_events_clusters import REDIS_PORT, Bench
+from bench.harness.oom_events_naive import NAIVE_AGENT, NaiveConsumer, naive_consumer
+from bench.harness.output import load_line, ms, seconds
+from bench.harness.waiting import wait_until
+from rayguard_node.contract.reports import STREAM_KEY, Report
+from rayguard_node.reporting.redis_server import redis_client
 
-import attrs  # noqa: E402
-import kmock  # noqa: E402
-import kubernetes.client  # noqa: E402
-
-from reconcile import (BENCH_AGENT, MERGE, NS, REPO, Operator, RecordingEmulator,  # noqa: E402
-                       cluster_body, wait_until)
-from tests.kube import EmulatorServer, api_client, load_rayguard_crd, write_kubeconfig  # noqa: E402
-
-from rayguard_node.reporting.redis_server import RedisServer, redis_client  # noqa: E402
-from rayguard_node.reporting.sink import ReportSink  # noqa: E402
-from rayguard_node.contract.reports import (GUARD_KILL, STREAM_KEY, Identity, NodeUsage, Report,  # noqa: E402
-                                   TopEntry, Victim, new_report)
-
-NAIVE_AGENT = "naive-consumer"
-REDIS_PORT = 6380
-REDIS_MAXMEMORY = 32 * 1024**2
-WORKERS = 10
 SAMPLE_GAP_S = 3.0
-GiB = 1024**3
-
-
-# --- the emulator: Secrets as the API server stores them, and a log of Event writes -------
-
-class EventWrite(NamedTuple):
-    time: float
-    method: str
-    name: str
-    count: int
-    agent: str
-
-
-@attrs.define(kw_only=True)
-class OomEmulator(RecordingEmulator):
-    event_writes: list[EventWrite] = attrs.field(factory=list, init=False)
-
-    async def _create(self, request: Any, info: Any) -> Any:
-        # The API server stores a Secret's stringData base64-encoded in data; the emulator
-        # keeps stringData as sent, and the operator reads the Redis password from data.
-        if request.resource.plural == "secrets" and isinstance(request.data, dict) \
-                and request.data.get("stringData"):
-            data = dict(request.data.get("data") or {})
-            for key, value in request.data.pop("stringData").items():
-                data[key] = base64.b64encode(value.encode()).decode()
-            request.data["data"] = data
-        return await super()._create(request, info)
-
-    async def _write(self, request: Any) -> Any:
-        written = await super()._write(request)
-        if request.resource is not None and request.resource.plural == "events" and request.method != "DELETE":
-            obj = self._live((request.resource, written.namespace, written.name)) or {}
-            self.event_writes.append(EventWrite(time.monotonic(), request.method, written.name,
-                                                int(obj.get("count") or 1),
-                                                request.headers.get("User-Agent", "")))
-        return written
-
-
-# --- naive consumer: a thread per cluster, one Event and one status update per report -----
-
-def naive_consumer(spec_path: Path) -> int:
-    from rayguard_operator.manifests import events
-    from rayguard_operator.oom.messages import REASON_BY_KIND, report_message
-    from rayguard_operator.oom.counts import OomCount, tally
-
-    spec = json.loads(spec_path.read_text())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-    def follow(cluster: dict[str, Any]) -> None:
-        client = api_client(spec["url"])
-        client.user_agent = NAIVE_AGENT
-        core, custom = kubernetes.client.CoreV1Api(client), kubernetes.client.CustomObjectsApi(client)
-        name = cluster["name"]
-        involved = json.loads(custom.get_namespaced_custom_object(
-            "rayguard.dev", "v1", NS, "rayclusters", name, _preload_content=False).data)
-        redis = redis_client(cluster["host"], REDIS_PORT, cluster["password"])
-        last = cluster["last_id"]
-        while not stop.is_set():
-            try:
-                raw = redis.xread({STREAM_KEY: last}, count=500, block=1000)
-            except Exception:  # noqa: BLE001
-                time.sleep(0.2)
-                continue
-            for _stream, entries in raw or []:
-                for entry_id, fields in entries:
-                    report = Report.from_dict(json.loads(fields[b"report"]))
-                    message = report_message(report)
-                    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                    note = events.EventNote(events.WARNING, REASON_BY_KIND[report.kind], message)
-                    core.create_namespaced_event(NS, events.build_event(involved, note, f"{name}.{report.id}", now))
-                    current = json.loads(custom.get_namespaced_custom_object(
-                        "rayguard.dev", "v1", NS, "rayclusters", name, _preload_content=False).data)
-                    oom = tally((current.get("status") or {}).get("oom"),
-                                [OomCount(report.kind, report.time, message, entry_id.decode())])
-                    custom.patch_namespaced_custom_object_status(
-                        "rayguard.dev", "v1", NS, "rayclusters", name, {"status": {"oom": oom}},
-                        _content_type=MERGE)
-                    last = entry_id.decode()
-        client.close()
-
-    threads = [threading.Thread(target=follow, args=(c,), daemon=True) for c in spec["clusters"]]
-    for thread in threads:
-        thread.start()
-    print("naive consumer: following", len(threads), "streams", flush=True)
-    stop.wait()
-    return 0
-
-
-class NaiveConsumer:
-    def __init__(self, url: str, clusters: list[dict[str, Any]], workdir: Path) -> None:
-        spec = workdir / "naive.json"
-        spec.write_text(json.dumps({"url": url, "clusters": clusters}))
-        self._log = (workdir / "naive.log").open("w")
-        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--naive-consumer", str(spec)],
-                                        stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
-        self.log_path = workdir / "naive.log"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
-# --- the bench's side: clusters, heads, reports --------------------------------------------
-
-@dataclass
-class Head:
-    cluster: str
-    ip: str
-    password: str
-    workers: list[str]
-    server: RedisServer
-    sink: ReportSink
-    uid: str
 
 
 @dataclass
@@ -200,126 +61,6 @@ class DesignResult:
     burst_flush_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
-
-class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        self.args, self.workdir = args, workdir
-        self.emulator = OomEmulator()
-        self.emulator.install_crd(load_rayguard_crd())
-        self.server = EmulatorServer(self.emulator)
-        self.heads: dict[str, Head] = {}
-        self.servers: list[RedisServer] = []
-        self.operator: Operator | None = None
-        self.devnull = open(os.devnull, "w")
-
-    # setup
-    def start(self) -> None:
-        self.server.__enter__()
-        self.kubeconfig = write_kubeconfig(self.workdir / "kubeconfig", self.server.url)
-        self.client = api_client(self.server.url)
-        self.client.user_agent = BENCH_AGENT
-        self.core = kubernetes.client.CoreV1Api(self.client)
-        self.custom = kubernetes.client.CustomObjectsApi(self.client)
-
-    def start_operator(self) -> None:
-        self.operator = Operator(self.kubeconfig, self.workdir / "operator.log", resync_s=60.0)
-
-    def stop_operator(self) -> None:
-        if self.operator is not None:
-            self.operator.stop()
-
-    def objects(self, plural: str, label: str | None = None) -> list[dict[str, Any]]:
-        def read() -> list[dict[str, Any]]:
-            out = []
-            for (resource, _ns, _name), obj in self.emulator._objects.items():
-                if resource.plural == plural and not obj.deleted:
-                    raw = obj.raw
-                    if label is None or (raw["metadata"].get("labels") or {}).get("rayguard.dev/cluster") == label:
-                        out.append(raw)
-            return out
-        return self.server.call(read, timeout=30)
-
-    def cluster_status(self, name: str) -> dict[str, Any]:
-        key = (kmock.resource(group="rayguard.dev", version="v1", plural="rayclusters"), NS, name)
-        cluster = self.server.call(lambda: self.emulator._live(key), timeout=30) or {}
-        return cluster.get("status") or {}
-
-    def add_clusters(self, names: list[str]) -> None:
-        """Create the clusters, give each head Service a clusterIP and a real Redis there, and
-        wait until the operator's daemon reads each stream."""
-        for name in names:
-            self.custom.create_namespaced_custom_object("rayguard.dev", "v1", NS, "rayclusters",
-                                                        cluster_body(name, WORKERS))
-
-        def children_exist() -> bool:
-            pods, services = self.objects("pods"), self.objects("services")
-            secrets = {s["metadata"]["name"] for s in self.objects("secrets")}
-            for name in names:
-                if sum(1 for p in pods if p["metadata"]["labels"].get("rayguard.dev/cluster") == name) != 1 + WORKERS:
-                    return False
-                if f"{name}-secret" not in secrets or not any(s["metadata"]["name"] == f"{name}-head" for s in services):
-                    return False
-            return True
-        if not wait_until(children_exist, 300, 0.25):
-            raise RuntimeError("the operator did not create every cluster's children in 300 s")
-        for name in names:
-            index = len(self.heads) + 1
-            ip = f"127.0.1.{index}"
-            self.core.patch_namespaced_service(f"{name}-head", NS, {"spec": {"clusterIP": ip}}, _content_type=MERGE)
-            secret = json.loads(self.core.read_namespaced_secret(f"{name}-secret", NS, _preload_content=False).data)
-            password = base64.b64decode(secret["data"]["redis-password"]).decode()
-            server = RedisServer(REDIS_PORT, password, REDIS_MAXMEMORY, workdir=self.workdir / f"redis-{index}", bind=ip)
-            self.servers.append(server)
-            (self.workdir / f"redis-{index}").mkdir(parents=True, exist_ok=True)
-            server.start()
-            workers = sorted(p["metadata"]["name"] for p in self.objects("pods", name)
-                             if p["metadata"]["labels"].get("rayguard.dev/node-type") == "worker")
-            uid = next(c["metadata"]["uid"] for c in self.objects("rayclusters") if c["metadata"]["name"] == name)
-            sink = ReportSink(lambda ip=ip, password=password: redis_client(ip, REDIS_PORT, password),
-                              stdout=self.devnull, buffer_max=max(1000, self.args.burst))
-            self.heads[name] = Head(name, ip, password, workers, server, sink, uid)
-
-    def wait_followed(self, names: list[str], agent_hint: str, timeout: float = 90) -> None:
-        """Until some client of each head Redis (the operator's daemon, or the naive consumer)
-        is blocked in XREAD."""
-        def followed(name: str) -> bool:
-            client = redis_client(self.heads[name].ip, REDIS_PORT, self.heads[name].password)
-            try:
-                return any(c.get("cmd") == "xread" for c in client.client_list())
-            finally:
-                client.close()
-        if not wait_until(lambda: all(followed(n) for n in names), timeout, 0.5):
-            raise RuntimeError(f"{agent_hint} does not read every head's stream after {timeout:.0f} s")
-
-    # reports
-    def report(self, cluster: str, pod: str, task: str, pid: int) -> Report:
-        identity = Identity(cluster=cluster, namespace=NS, pod=pod, group="cpu", role="worker")
-        victim = Victim(pid=pid, name=task, rss_bytes=int(1.7 * GiB), shared_bytes=40 * 1024**2)
-        node = NodeUsage(used_bytes=int(1.95 * GiB), limit_bytes=2 * GiB, fraction=0.975, threshold=0.95)
-        top = [TopEntry(pid, task, int(1.66 * GiB)), TopEntry(pid + 1, "raylet", 60 * 1024**2)]
-        return new_report(GUARD_KILL, identity, victim, node, top)
-
-    def send(self, head: Head, report: Report) -> float:
-        """Emit and flush as the runtime does; the time just before the XADD."""
-        head.sink.emit(report)
-        started = time.monotonic()
-        head.sink.flush_pending()
-        return started
-
-    def wait_event(self, name: str, start: int, agent: str, timeout: float = 60) -> float | None:
-        """The time the emulator stored a write of Event `name` by `agent`, looking at the
-        writes from index `start` of its log on."""
-        deadline = time.monotonic() + timeout
-        while True:
-            writes = self.emulator.event_writes
-            end = len(writes)
-            for write in writes[start:end]:
-                if write.name == name and write.agent.startswith(agent):
-                    return write.time
-            start = end
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.002)
 
 
 def event_names(report: Report, design: str) -> tuple[str, str | None]:
@@ -505,23 +246,6 @@ def progress(what: str) -> None:
     print(f"[{time.monotonic() - STARTED:5.0f}s] {what}", file=sys.stderr, flush=True)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest rank."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, int(-(-q * len(ordered) // 100)))  # ceil
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def ms(values: list[float], q: float) -> str:
-    value = percentile(values, q)
-    return "-" if value is None else f"{value * 1000:.0f}"
-
-
-def seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
 
 def table(results: list[DesignResult], args: argparse.Namespace) -> str:
     header = ("design   | 1 cluster p50 ms | p99 ms | 50 clusters p50 ms | p99 ms | burst: status exact s"
@@ -584,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
           f" ({args.rounds} rounds of one report each, at once), a burst of {args.burst} reports to one cluster")
     print(table([ours, naive], args))
     print(details([ours, naive], args))
-    print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} CPUs")
+    print(load_line(load_before, load_after))
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in (ours, naive)], indent=2))
     return 0

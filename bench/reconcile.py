@@ -15,12 +15,14 @@ own. The emulator runs in this process and tells writers apart by User-Agent: th
 writes (creating clusters, marking pods Ready) are left out; kopf's are "other".
 A naive reconcile that PUTs every child and the status on every pass is computed, not run.
 
-The emulator is the tests' (tests/kube) with the same behaviour but three shortcuts, so that
+The emulator is the tests' (testkit.kube) with the same behaviour but three shortcuts, so that
 at 200 clusters it is the operator that gets measured: kmock's request log keeps only the
 requests in flight (it walks the whole log to route each request), and objects are found by
-key, and listed per resource and per cluster label, instead of by scanning every object.
+key, and listed per resource and per cluster label, instead of by scanning every object
+(bench/harness/emulator.py).
 
-Run: .venv/bin/python bench/reconcile.py [--scales 10,50,200] [--workers 10] [--resync 5]
+Run, from the repository root:
+  .venv/bin/python -m bench.reconcile [--scales 10,50,200] [--workers 10] [--resync 5]
 """
 
 from __future__ import annotations
@@ -28,10 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,186 +38,20 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import kubernetes.client
 
-import aiohttp.web  # noqa: E402
-import attrs  # noqa: E402
-import kmock  # noqa: E402
-import kubernetes.client  # noqa: E402
-import yaml  # noqa: E402
+from bench.harness.emulator import MERGE, NS, RecordingEmulator, Request, bench_client, new_emulator
+from bench.harness.operator_process import Operator, cluster_body
+from bench.harness.output import fmt, load_line
+from bench.harness.procfs import cpu_seconds_or_zero
+from bench.harness.waiting import wait_quiet_log, wait_until
+from testkit.kube import EmulatorServer, write_kubeconfig
+from testkit.kube.emulator import WRITE_METHODS
 
-from tests.kube import EmulatorServer, api_client, load_rayguard_crd, write_kubeconfig  # noqa: E402
-from tests.kube.emulator import WRITE_METHODS, ApiEmulator  # noqa: E402
-from tests.kube.semantics import api_error, field_value, parse_field_selector, parse_label_selector, parse_path, \
-    selected  # noqa: E402
-
-BENCH_AGENT = "rayguard-bench"
-KOPF_AGENT = "kopf/"
-NS = "default"
-MERGE = "application/merge-patch+json"
-CLUSTER_LABEL = "rayguard.dev/cluster"
 PHASE_TIMEOUT_S = 600.0
 QUIET_S = 3.0
 MiB = 1024**2
-
-
-class Request(NamedTuple):
-    time: float
-    method: str
-    path: str
-    agent: str
-
-    @property
-    def resource(self) -> str:
-        info = parse_path(self.path)
-        if info.plural is None:
-            return self.path
-        return f"{info.plural}/{info.subresource}" if info.subresource else info.plural
-
-    @property
-    def origin(self) -> str:
-        if self.agent.startswith(BENCH_AGENT):
-            return "bench"
-        return "kopf" if self.agent.startswith(KOPF_AGENT) else "operator"
-
-
-class InFlightRequests(list):  # type: ignore[type-arg]
-    """kmock's request log, holding only the requests still being served.
-
-    kmock picks the reaction that serves a request by testing `request in view`, and that
-    walks the whole request log, applying each view's criteria: every request costs time in
-    proportion to all requests so far. At a few thousand requests the emulator, not the
-    operator, is what gets measured. Ids stay absolute (a request's id is `len(log)` when it
-    arrives), so the emulator's own `log[request.id]` still works.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.total = 0
-        self.live: dict[int, Any] = {}
-
-    def append(self, item: Any) -> None:
-        self.live[self.total] = item
-        self.total += 1
-
-    def finish(self, raw_request: Any) -> None:
-        for key, item in list(self.live.items()):
-            if getattr(item, "_raw_request", None) is raw_request:
-                del self.live[key]
-
-    def __len__(self) -> int:
-        return self.total
-
-    def __bool__(self) -> bool:
-        return bool(self.live)
-
-    def __iter__(self) -> Any:
-        return iter(list(self.live.values()))
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, int) and index >= 0:
-            return self.live.get(index)
-        return list(self.live.values())[index]
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        if index in self.live:
-            self.live[index] = value
-
-
-@attrs.define(kw_only=True)
-class RecordingEmulator(ApiEmulator):
-    """The tests' emulator with a request log of in-flight requests only (see
-    InFlightRequests), also logging who
-    wrote (User-Agent) and every GET of one RayCluster by name (one per reconcile pass)."""
-
-    log: list[Request] = attrs.field(factory=list, init=False)
-    _keys_by_resource: dict[Any, dict[Any, None]] = attrs.field(factory=dict, init=False)
-    _keys_by_cluster: dict[Any, dict[Any, None]] = attrs.field(factory=dict, init=False)
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        self._requests = InFlightRequests()
-
-    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        method, path = raw_request.method, raw_request.path
-        if method in WRITE_METHODS or (method == "GET" and "/rayclusters/" in path):
-            self.log.append(Request(time.monotonic(), method, path, raw_request.headers.get("User-Agent", "")))
-        try:
-            return await super().__call__(raw_request)
-        finally:
-            self._requests.finish(raw_request)
-
-    # kmock finds the object of a get, create, update or delete by scanning every object, and
-    # the time of each request grows with the number of objects; these look it up by its key.
-    def _find(self, request: Any, namespace: str | None, name: str | None) -> Any:
-        key = (request.resource, namespace, name)
-        return self._objects[key] if key in self._objects else None
-
-    async def _serve_fetch(self, request: Any) -> Any:
-        async with self._lock:
-            obj = self._find(request, request.namespace, request.name)
-        if obj is None or obj.deleted:
-            raise kmock.KubernetesObjectNotFoundError()
-        return obj.raw
-
-    async def _serve_create(self, request: Any) -> Any:
-        meta = (request.data or {}).get("metadata", {}) if isinstance(request.data, dict) else {}
-        async with self._lock:
-            obj = self._find(request, request.namespace or meta.get("namespace"), request.name or meta.get("name"))
-        assert obj is not None  # created by the emulator's _handle
-        return kmock.Response(status=201, payload=obj.raw)
-
-    async def _serve_update(self, request: Any) -> Any:
-        async with self._lock:
-            obj = self._find(request, request.namespace, request.name)
-        assert obj is not None
-        return obj.last.raw
-
-    async def _serve_delete(self, request: Any) -> Any:
-        async with self._lock:
-            obj = self._find(request, request.namespace, request.name)
-        assert obj is not None
-        return obj.last.raw
-
-    # ...and a list scans every object of every resource; this one scans one resource's, or
-    # for the operator's `rayguard.dev/cluster=NAME` selector, the objects that ever had
-    # that label (the selector is still applied to each).
-    def _store(self, key: Any, obj: dict[str, Any]) -> None:
-        super()._store(key, obj)
-        self._keys_by_resource.setdefault(key[0], {})[key] = None
-        cluster = ((obj.get("metadata") or {}).get("labels") or {}).get(CLUSTER_LABEL)
-        if cluster:
-            self._keys_by_cluster.setdefault((key[0], cluster), {})[key] = None
-
-    async def _serve_list(self, request: Any) -> dict[str, Any]:
-        resource = request.resource
-        if resource is None or resource not in self.resources:
-            raise api_error(404, "the server could not find the requested resource")
-        labels = parse_label_selector(request.params.get("labelSelector", ""))
-        fields = parse_field_selector(request.params.get("fieldSelector", ""))
-        one_cluster = re.fullmatch(rf"{re.escape(CLUSTER_LABEL)}=([^,=!]+)", request.params.get("labelSelector", ""))
-        async with self._lock:
-            keys = (self._keys_by_cluster.get((resource, one_cluster.group(1)), {}) if one_cluster
-                    else self._keys_by_resource.get(resource, {}))
-            items = []
-            for key in list(keys):
-                obj = self._objects[key]
-                if request.namespace in {None, key[1]} and not obj.deleted:
-                    raw = obj.raw
-                    if selected(raw, labels, fields):
-                        items.append(raw)
-            revision = str(self._revision)
-        items.sort(key=lambda o: (field_value(o, "metadata.namespace"), field_value(o, "metadata.name")))
-        return {"apiVersion": f"{resource.group}/{resource.version}".lstrip("/"),
-                "kind": f"{self.resources[resource].kind}List",
-                "metadata": {"resourceVersion": revision}, "items": items}
-
-    def since(self, start: float, until: float | None = None) -> list[Request]:
-        return [r for r in list(self.log) if r.time >= start and (until is None or r.time < until)]
 
 
 def classify(request: Request) -> str:
@@ -239,79 +72,12 @@ def operator_writes(requests: list[Request]) -> Counter[str]:
     return Counter(classify(r) for r in requests if r.method in WRITE_METHODS and r.origin != "bench")
 
 
-def cluster_body(name: str, workers: int) -> dict[str, Any]:
-    body = yaml.safe_load((REPO / "examples" / "raycluster-minimal.yaml").read_text())
-    body["metadata"]["name"] = name
-    body["spec"]["workerGroups"][0]["replicas"] = workers
-    return body
-
-
-def vm_hwm_bytes(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def passes_between(emulator: "RecordingEmulator", start: float, until: float | None = None) -> int:
     """Reconcile passes: each reads its cluster once by name (the OOM tracker does too, but
     only when it has OOM kills to count, and there are none here)."""
     return sum(1 for r in emulator.since(start, until) if r.method == "GET" and r.origin == "operator")
 
-
-class Operator:
-    """`rayguard operator --standalone` as a child process, stopped by its PID."""
-
-    def __init__(self, kubeconfig: Path, log_path: Path, resync_s: float) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAYGUARD_")}
-        env.update(KUBECONFIG=str(kubeconfig), RAYGUARD_OPERATOR_NAMESPACES=NS,
-                   RAYGUARD_OPERATOR_LOG_FORMAT="plain", RAYGUARD_OPERATOR_RESYNC_SECONDS=str(resync_s),
-                   RAYGUARD_OPERATOR_NODE_IMAGE="rayguard/node:bench")
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "rayguard_operator.cli", "operator", "--standalone"],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-
-    def peak_rss(self) -> int | None:
-        return vm_hwm_bytes(self.process.pid)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-    def problems(self) -> list[str]:
-        text = self.log_path.read_text(errors="replace")
-        lines = text.splitlines()
-        return [line for line in lines if "Traceback" in line or " ERROR" in line or "[ERROR" in line]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def wait_quiet(emulator: RecordingEmulator, quiet_s: float, timeout: float) -> bool:
@@ -321,18 +87,6 @@ def wait_quiet(emulator: RecordingEmulator, quiet_s: float, timeout: float) -> b
                      if r.method in WRITE_METHODS and r.origin != "bench"), 0.0)
         return time.monotonic() - last >= quiet_s
     return wait_until(quiet, timeout, 0.25)
-
-
-def wait_quiet_log(path: Path, marker: str, quiet_s: float, timeout: float) -> bool:
-    """Until no new line holding `marker` has appeared in the log at `path` for `quiet_s`."""
-    state = {"count": -1, "since": time.monotonic()}
-
-    def quiet() -> bool:
-        count = path.read_text(errors="replace").count(marker)
-        if count != state["count"]:
-            state["count"], state["since"] = count, time.monotonic()
-        return time.monotonic() - state["since"] >= quiet_s
-    return wait_until(quiet, timeout, 0.5)
 
 
 @dataclass
@@ -364,13 +118,11 @@ def run_scale(clusters: int, workers: int, resync_s: float, workdir: Path) -> Sc
     result = ScaleResult(clusters, workers)
     names = [f"c{i:03d}" for i in range(clusters)]
     children = 3 + workers  # secret, service, head
-    emulator = RecordingEmulator()
-    emulator.install_crd(load_rayguard_crd())
+    emulator = new_emulator()
     wall0, cpu0 = time.monotonic(), time.process_time()
     with EmulatorServer(emulator) as server:
         kubeconfig = write_kubeconfig(workdir / f"kubeconfig-{clusters}", server.url)
-        client = api_client(server.url)
-        client.user_agent = BENCH_AGENT
+        client = bench_client(server.url)
         custom, core = kubernetes.client.CustomObjectsApi(client), kubernetes.client.CoreV1Api(client)
         operator = Operator(kubeconfig, workdir / f"operator-{clusters}.log", resync_s)
         try:
@@ -466,7 +218,7 @@ def run_scale(clusters: int, workers: int, resync_s: float, workdir: Path) -> Sc
             result.noop_first_pass_s = max(firsts, default=0.0)
             result.noop_longest_gap_s = max((b - a for ts in times.values() for a, b in zip(ts, ts[1:])), default=0.0)
             result.peak_rss = operator.peak_rss()
-            result.operator_cpu_s = cpu_seconds(operator.process.pid)
+            result.operator_cpu_s = cpu_seconds_or_zero(operator.process.pid)
             result.bench_cpu_s = time.process_time() - cpu0
             result.wall_s = time.monotonic() - wall0
         finally:
@@ -483,9 +235,6 @@ def per_cluster(counts: Counter[str], clusters: int, key: str) -> float:
 def others(counts: Counter[str]) -> int:
     return sum(v for k, v in counts.items() if k not in ("children", "status", "events"))
 
-
-def fmt(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
 
 
 def table(results: list[ScaleResult]) -> str:
@@ -579,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
           f" operator `rayguard operator --standalone` in its own process, resync {args.resync:g} s")
     print(table(results))
     print(details(results, args.workers, args.resync))
-    print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} CPUs")
+    print(load_line(load_before, load_after))
     if args.json:
         args.json.write_text(json.dumps([{**r.__dict__, "create_writes": dict(r.create_writes),
                                           "ready_writes": dict(r.ready_writes),

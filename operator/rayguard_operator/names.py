@@ -2,7 +2,8 @@
 
 Child names, label keys, selectors, annotation keys, port numbers and in-pod paths live here
 so that builders, the reconciler, status and tests agree on them. Label and container names
-are part of the DESIGN contract.
+are part of the contract with users (docs/architecture.md, "The contract between pod and
+runtime").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "RayCluster"
 PLURAL = "rayclusters"
 
-# Labels (DESIGN contract).
+# Labels (a contract with users: selectors and dashboards use them).
 LABEL_CLUSTER = f"{GROUP}/cluster"
 LABEL_NODE_TYPE = f"{GROUP}/node-type"
 LABEL_GROUP = f"{GROUP}/group"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube import EmulatorServer, KubeApi, api_client, rayguard_emulator, write_kubeconfig
+from testkit.kube import EmulatorServer, KubeApi, api_client, rayguard_emulator, write_kubeconfig
 
 
-# --- Kubernetes API emulator (tests/kube; see tests/kube/README.md) ----------------------------
+# --- Kubernetes API emulator (testkit/kube; see testkit/README.md) ---------------------------
 
 @pytest.fixture
 def kube_server() -> Iterator[EmulatorServer]:
@@ -47,8 +47,8 @@ from typing import Any as _Any
 
 from kubernetes.client.exceptions import ApiException as _ApiException
 
-from tests.kube import run_kopf as _run_kopf
-from tests.kube import wait_for as _wait_for
+from testkit.kube import run_kopf as _run_kopf
+from testkit.kube import wait_for as _wait_for
 
 _MERGE = 'application/merge-patch+json'
 _CLUSTER_LABEL = 'rayguard.dev/cluster'

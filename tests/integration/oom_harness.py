@@ -31,7 +31,7 @@ from rayguard_node.reporting.redis_server import RedisServer
 from rayguard_node.reporting.sink import ReportSink
 from rayguard_node.contract.reports import STREAM_KEY, Identity, NodeUsage, Report, TopEntry, Victim, new_report
 from tests.integration.conftest import OperatorHarness
-from tests.kube import KubeApi, run_kopf
+from testkit.kube import KubeApi, run_kopf
 
 from .redis_fixtures import RedisServers
 

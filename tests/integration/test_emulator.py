@@ -1,4 +1,4 @@
-"""The Kubernetes API emulator layer (tests/kube), exercised over HTTP with the real clients."""
+"""The Kubernetes API emulator layer (testkit/kube), exercised over HTTP with the real clients."""
 from __future__ import annotations
 
 import datetime
@@ -16,7 +16,7 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiException
 
-from tests.kube import KubeApi, run_kopf, wait_for
+from testkit.kube import KubeApi, run_kopf, wait_for
 
 GROUP, VERSION, PLURAL = 'rayguard.dev', 'v1', 'rayclusters'
 NS = 'default'

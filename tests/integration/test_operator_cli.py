@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube import KubeApi, wait_for
+from testkit.kube import KubeApi, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 

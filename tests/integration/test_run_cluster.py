@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
+from testkit.nodes import cleanup, run_driver, start_node
+
 from .cgroups import make_cgroup  # noqa: F401  (fixture)
-from .nodes import cleanup, run_driver, start_node
 
 pytestmark = pytest.mark.ray
 GiB = 1024**3

@@ -6,9 +6,9 @@ import pytest
 import redis
 
 from rayguard_node.contract.reports import STREAM_KEY
+from testkit.nodes import cleanup, hog_script, run_driver, start_node
 
 from .cgroups import make_cgroup  # noqa: F401  (fixture)
-from .nodes import cleanup, hog_script, run_driver, start_node
 
 pytestmark = pytest.mark.ray
 GiB = 1024**3

@@ -1,4 +1,4 @@
-"""Per-process memory, measured the way the seeds say: RSS minus shared.
+"""Per-process memory, measured as Ray's memory monitor does: RSS minus shared.
 
 Object-store pages are mapped into every worker that reads them and show up as shared
 memory in each; subtracting SHR avoids counting the store once per reader. Names come
@@ -52,7 +52,8 @@ def process_name(cmdline: bytes) -> str:
 
 
 def classify(name: str) -> str:
-    """The process class that DESIGN defines, from the cmdline-derived name."""
+    """The process class (raylet, gcs_server, redis, dashboard, worker, idle_worker, runtime,
+    other), from the cmdline-derived name."""
     if not name:
         return OTHER
     first = name.split(" ", 1)[0]

@@ -1,7 +1,7 @@
 """The report: one JSON object per OOM kill, the contract between runtime and operator.
 
-Its shape is fixed by DESIGN (Report). The operator parses it back with `Report.from_dict`
-so both sides share one definition.
+Its shape is in docs/architecture.md ("The contract between pod and runtime"). The operator
+parses it back with `Report.from_dict`, so both sides share one definition.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The memory ledger: per-process samples and per-task peaks in the head Redis.
 
-DESIGN (Memory ledger). Every node's runtime writes; the head runs the flush policy.
+See docs/ledger.md. Every node's runtime writes; the head runs the flush policy.
 
 Key layout (all values are bytes on the wire; numbers are decimal strings):
 
@@ -19,7 +19,7 @@ Key layout (all values are bytes on the wire; numbers are decimal strings):
 Only processes of a known class are sampled (everything but `other`); peaks are kept for
 task workers (class `worker`).
 
-The SimpleGcsFlushPolicy (seeds): once Redis's `used_memory` reaches
+The SimpleGcsFlushPolicy (Ray's own, see docs/ledger.md): once Redis's `used_memory` reaches
 `flush_when_at_least_bytes` (never above 80% of `maxmemory`), every `flush_period_secs`
 it deletes the `flush_num_entries_each_time` oldest samples. It touches only keys named in
 `rayguard:samples` that start with `rayguard:sample:`; the reports stream `rayguard:reports`
@@ -185,7 +185,7 @@ def effective_threshold(configured_bytes: int, maxmemory_bytes: int) -> int:
 
 
 class FlushPolicy:
-    """The seeds' SimpleGcsFlushPolicy, over the ledger's samples. Run by the head."""
+    """Ray's SimpleGcsFlushPolicy, over the ledger's samples. Run by the head."""
 
     def __init__(self, flush_when_at_least_bytes: int = 1 << 31, flush_period_secs: float = 10,
                  flush_num_entries_each_time: int = 10_000,

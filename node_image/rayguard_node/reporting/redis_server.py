@@ -1,6 +1,6 @@
 """The head's own `redis-server`: started as a child, with a password, a cap, no persistence.
 
-DESIGN (Supervisor): unless an external Redis is configured, the head starts a real
+docs/architecture.md ("The data path", step 4): unless an external Redis is configured, the head starts a real
 `redis-server` with a password, `maxmemory = redis_max` and no persistence. The password
 never appears on a command line: it goes into a config file readable only by us (0600),
 and `redis-server` is started with nothing but that file's path.

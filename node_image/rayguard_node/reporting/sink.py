@@ -1,6 +1,6 @@
 """Where reports go: one JSON line on stdout at once, then the head Redis stream.
 
-DESIGN (Report): each report is printed to stdout as one line and XADDed to
+docs/architecture.md ("The data path", step 5): each report is printed to stdout as one line and XADDed to
 `rayguard:reports` (`MAXLEN ~ 10000`). When Redis is unreachable, reports wait in a bounded
 buffer and are retried; the runtime never crashes because of Redis.
 

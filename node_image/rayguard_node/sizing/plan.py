@@ -1,6 +1,6 @@
 """The memory budget: how a node's limit L is split between Ray's parts.
 
-These are the seeds' defaults: object store min(30% L, 20 GiB), Redis min(30% L, 10 GiB)
+These are Ray's documented defaults: object store min(30% L, 20 GiB), Redis min(30% L, 10 GiB)
 on the head only, and half of what remains as the heap Ray hands out through `memory=`
 quotas. A plan that cannot work is an error naming the number to raise, never a clamp.
 """
@@ -26,7 +26,7 @@ SHM_USABLE_FRACTION = 0.95
 
 @dataclass(frozen=True)
 class BudgetSettings:
-    """Every knob of the budget; defaults are the seeds'."""
+    """Every knob of the budget; defaults are Ray's documented ones."""
 
     object_store_fraction: float = 0.3
     object_store_max_bytes: int = 20 * GiB

@@ -1,8 +1,8 @@
 """What the Kubernetes API server does to a request, as pure functions: how it reads an API
 path, how it applies each patch content type, and how it matches label and field selectors.
 
-:mod:`tests.kube.emulator` builds on these; they hold no state and know nothing of kmock's
-storage, so each can be read (and trusted) on its own.
+:mod:`testkit.kube.store` and :mod:`testkit.kube.emulator` build on these; they hold no state
+and know nothing of kmock's storage, so each can be read (and trusted) on its own.
 """
 from __future__ import annotations
 

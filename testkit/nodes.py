@@ -1,4 +1,4 @@
-"""Run real `rayguard-node run` processes (and Ray drivers) for integration tests.
+"""Run real `rayguard-node run` processes (and Ray drivers) for integration tests and benchmarks.
 
 A node runs inside its own memory cgroup, optionally with the pod view. Its stdout
 (reports, one JSON per line) and stderr (logs) go to files the test can read. Teardown

@@ -1,0 +1,57 @@
+"""`rayguard operator --standalone` as a child process, so that its RSS is its own, and the
+RayClusters the benchmarks give it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.harness import REPO
+from bench.harness.emulator import NS
+from bench.harness.procfs import vm_hwm_bytes
+
+
+def cluster_body(name: str, workers: int) -> dict[str, Any]:
+    body = yaml.safe_load((REPO / "examples" / "raycluster-minimal.yaml").read_text())
+    body["metadata"]["name"] = name
+    body["spec"]["workerGroups"][0]["replicas"] = workers
+    return body
+
+
+class Operator:
+    """`rayguard operator --standalone` as a child process, stopped by its PID."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, resync_s: float) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAYGUARD_")}
+        env.update(KUBECONFIG=str(kubeconfig), RAYGUARD_OPERATOR_NAMESPACES=NS,
+                   RAYGUARD_OPERATOR_LOG_FORMAT="plain", RAYGUARD_OPERATOR_RESYNC_SECONDS=str(resync_s),
+                   RAYGUARD_OPERATOR_NODE_IMAGE="rayguard/node:bench")
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rayguard_operator.cli", "operator", "--standalone"],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+    def peak_rss(self) -> int | None:
+        return vm_hwm_bytes(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def problems(self) -> list[str]:
+        text = self.log_path.read_text(errors="replace")
+        lines = text.splitlines()
+        return [line for line in lines if "Traceback" in line or " ERROR" in line or "[ERROR" in line]

@@ -1,0 +1,189 @@
+"""The Kubernetes API that integration tests (and the benchmarks) run rayguard against.
+
+kmock's ``KubernetesEmulator`` keeps objects in memory and serves discovery, lists, gets and
+watch streams over HTTP. It leaves out what a real API server does on the server side, and the
+operator depends on exactly that: ``uid`` (the kubernetes client refuses ownerReferences
+without one), ``resourceVersion``, ``generation`` (``observedGeneration`` compares with it),
+the status subresource (kopf patches ``/status`` when discovery lists it), ``generateName``
+(kopf names its Events that way), garbage collection through ownerReferences, label and field
+selectors, and patch semantics per content type. :class:`ApiEmulator` adds those, and nothing
+else: it is not an API server (no admission, no schema validation or defaulting, no RBAC).
+What happens to objects on a write is :class:`testkit.kube.store.ObjectStore`'s; this module
+adds the HTTP side: the entry point, the write log, and lists and watches with selectors.
+
+Everything else stays kmock's: discovery, object storage with history (``emulator.objects``),
+watch streams, fetches, error rendering and the reaction DSL. Reactions answer writes after
+they are applied, as in kmock. See ``testkit/README.md``.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple
+
+import aiohttp.web
+import attrs
+import kmock
+from kmock._internal.rendering import StreamingError  # no public name for it in kmock 0.8
+
+from .semantics import REASONS, api_error, field_value, parse_field_selector, parse_label_selector, \
+    parse_path, parse_request, selected
+from .store import ObjectStore, load_rayguard_crd
+
+WRITE_METHODS = frozenset({'POST', 'PUT', 'PATCH', 'DELETE'})
+
+
+class Write(NamedTuple):
+    """One write request as it arrived, whatever its outcome. `time` is time.monotonic()."""
+    method: str
+    path: str
+    time: float
+
+    @property
+    def resource(self) -> str:
+        """`pods`, `rayclusters`, `rayclusters/status`, ...; the path itself if not an API path."""
+        info = parse_path(self.path)
+        if info.plural is None:
+            return self.path
+        return f'{info.plural}/{info.subresource}' if info.subresource else info.plural
+
+
+@attrs.define(kw_only=True)
+class ApiEmulator(ObjectStore):
+    """kmock's emulator plus the server-side behaviour listed in the module docstring."""
+
+    writes: list[Write] = attrs.field(factory=list, init=False)
+
+    # --- write counting
+
+    def mark(self) -> float:
+        """A point in time for `count_writes(since=...)`."""
+        return time.monotonic()
+
+    def writes_between(self, since: float | None = None, until: float | None = None) -> list[Write]:
+        return [w for w in list(self.writes)  # a snapshot: the server thread appends
+                if (since is None or w.time >= since) and (until is None or w.time < until)]
+
+    def count_writes(self, since: float | None = None, until: float | None = None, *,
+                     resource: str | None = None, method: str | None = None) -> int:
+        """Write requests in [since, until). `resource='rayclusters'` includes its
+        subresources; `resource='rayclusters/status'` is only those."""
+        return sum(1 for w in self.writes_between(since, until)
+                   if resource is None or w.resource == resource
+                   or w.resource.startswith(f'{resource}/')
+                   if method is None or w.method == method.upper())
+
+    def writes_by_resource(self, since: float | None = None,
+                           until: float | None = None) -> Counter[str]:
+        return Counter(w.resource for w in self.writes_between(since, until))
+
+    # --- HTTP entry point and dispatch
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """kmock's entry point (same error handling), but with our path parsing, and every
+        write request recorded before anything else can fail."""
+        if raw_request.method in WRITE_METHODS:
+            self.writes.append(Write(raw_request.method, raw_request.path, time.monotonic()))
+        raw_response: aiohttp.web.StreamResponse | None = None
+        # Read the body first: parse_request awaits it, and a pause between taking the
+        # next id and logging the request would let two concurrent requests share an id.
+        await raw_request.read()
+        try:
+            request = await parse_request(raw_request, id=len(self._requests))
+            self._requests.append(request)
+            try:
+                return await self._handle(request)
+            except StreamingError as e:  # the stream started: report the error inside it
+                raw_response = e.args[0]
+                raise e.__cause__ or e
+        except Exception as e:
+            if not self._errors:
+                raise
+            self._errors[-1].append(e)
+            if raw_response is None or not raw_response.prepared:
+                return await self._render_error(e)
+            await self._stream_error(e, raw_response)
+            await raw_response.write_eof()
+            return raw_response
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        write = request.method in WRITE_METHODS and request.action is not None
+        if request.resource is None or not write:
+            return await super()._handle(request)
+        async with self._lock:
+            written = await self._write(request)
+        # kmock's views match requests by identity against its log: log the resolved request
+        # (generated name, PUT as UPDATE) in place of the parsed one.
+        if self._requests[request.id] is request:
+            self._requests[request.id] = written
+        # Render through reactions and fallbacks, skipping KubernetesEmulator._handle: its own
+        # in-place write logic would apply the request a second time.
+        return await super(kmock.KubernetesEmulator, self)._handle(written)
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        # kmock's own errors carry prose reasons ('Object Not Found'); clients match on
+        # the API's StatusReason names.
+        if isinstance(exc, kmock.KubernetesError) and exc.status in REASONS:
+            if exc.reason not in {*REASONS.values(), 'AlreadyExists'}:
+                exc = attrs.evolve(exc, reason=REASONS[exc.status])
+        return await super()._render_error(exc)
+
+    # --- reads
+
+    async def _serve_create(self, request: kmock.Request) -> kmock.Response:
+        return kmock.Response(status=201, payload=await super()._serve_create(request))
+
+    async def _serve_list(self, request: kmock.Request) -> dict[str, Any]:
+        resource = request.resource
+        if resource is None or resource not in self.resources:
+            raise api_error(404, 'the server could not find the requested resource')
+        labels = parse_label_selector(request.params.get('labelSelector', ''))
+        fields = parse_field_selector(request.params.get('fieldSelector', ''))
+        async with self._lock:
+            items = [obj.raw for (res, namespace, _), obj in self._objects.items()
+                     if res == resource and not obj.deleted
+                     and request.namespace in {None, namespace}
+                     and selected(obj.raw, labels, fields)]
+            revision = str(self._revision)
+        items.sort(key=lambda o: (field_value(o, 'metadata.namespace'),
+                                  field_value(o, 'metadata.name')))
+        return {'apiVersion': f'{resource.group}/{resource.version}'.lstrip('/'),
+                'kind': f'{self.resources[resource].kind}List',
+                'metadata': {'resourceVersion': revision}, 'items': items}
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        """kmock's stream, filtered by selectors and by `resourceVersion` (kmock replays every
+        object), and ended after `timeoutSeconds` as the API server does."""
+        labels = parse_label_selector(request.params.get('labelSelector', ''))
+        fields = parse_field_selector(request.params.get('fieldSelector', ''))
+        since = request.params.get('resourceVersion', '')
+        since_revision = int(since) if since.isdigit() else 0
+        timeout = float(request.params.get('timeoutSeconds') or 0) or None
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        events = aiter(super()._serve_watch(request))
+        try:
+            while True:
+                now = asyncio.get_running_loop().time()
+                remaining = None if deadline is None else deadline - now
+                try:
+                    event = await asyncio.wait_for(anext(events), remaining)
+                except (StopAsyncIteration, TimeoutError):
+                    return
+                if not isinstance(event, dict):
+                    yield event
+                    continue
+                obj = event.get('object') or {}
+                revision = str((obj.get('metadata') or {}).get('resourceVersion', ''))
+                fresh = not revision.isdigit() or int(revision) > since_revision
+                if fresh and selected(obj, labels, fields):
+                    yield event
+        finally:
+            await events.aclose()
+
+
+def rayguard_emulator() -> ApiEmulator:
+    emulator = ApiEmulator()
+    emulator.install_crd(load_rayguard_crd())
+    return emulator
