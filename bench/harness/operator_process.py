@@ -15,6 +15,14 @@ import yaml
 from bench.harness import REPO
 from bench.harness.emulator import NS
 from bench.harness.procfs import vm_hwm_bytes
+from bench.harness.waiting import wait_until
+
+
+# `python -c` this instead of `-m rayguard_operator.cli`: the same operator, with no bound on the
+# pod creates of one pass (kopf then imports the handlers into this process, patched).
+UNBOUNDED_BATCHES = ("import sys; import rayguard_operator.reconcile.actions as actions;"
+                     " actions.MAX_POD_CREATES_PER_PASS = None;"
+                     " from rayguard_operator.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def cluster_body(name: str, workers: int) -> dict[str, Any]:
@@ -27,16 +35,17 @@ def cluster_body(name: str, workers: int) -> dict[str, Any]:
 class Operator:
     """`rayguard operator --standalone` as a child process, stopped by its PID."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, resync_s: float) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, resync_s: float, unbounded_batches: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAYGUARD_")}
         env.update(KUBECONFIG=str(kubeconfig), RAYGUARD_OPERATOR_NAMESPACES=NS,
                    RAYGUARD_OPERATOR_LOG_FORMAT="plain", RAYGUARD_OPERATOR_RESYNC_SECONDS=str(resync_s),
                    RAYGUARD_OPERATOR_NODE_IMAGE="rayguard/node:bench")
         self.log_path = log_path
         self._log = log_path.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "rayguard_operator.cli", "operator", "--standalone"],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        command = [sys.executable, "-m", "rayguard_operator.cli", "operator", "--standalone"]
+        if unbounded_batches:  # the operator before batching: every missing pod in one pass
+            command[1:3] = ["-c", UNBOUNDED_BATCHES]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def peak_rss(self) -> int | None:
         return vm_hwm_bytes(self.process.pid)
@@ -55,3 +64,12 @@ class Operator:
         text = self.log_path.read_text(errors="replace")
         lines = text.splitlines()
         return [line for line in lines if "Traceback" in line or " ERROR" in line or "[ERROR" in line]
+
+
+def wait_watching(emulator: Any, operator: "Operator", timeout_s: float = 60) -> None:
+    """Until the operator watches RayClusters and pods (kopf's two watch streams)."""
+    watching = wait_until(lambda: sum(
+        1 for r in list(emulator) if r.method.value == "GET" and "watch" in r.url.query
+        and (r.url.path.endswith("/rayclusters") or r.url.path.endswith("/pods"))) >= 2, timeout_s)
+    if not watching:
+        raise RuntimeError(f"the operator did not start watching; see {operator.log_path.name}")

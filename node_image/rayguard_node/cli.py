@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"{PROG}: error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        where = f"cannot read {error.filename}: " if error.filename is not None else ""
+        print(f"{PROG}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
 
 

@@ -19,6 +19,18 @@ class CgroupFormatError(RayguardError):
         self.path = path
 
 
+class CgroupReadError(CgroupFormatError):
+    """A cgroup or procfs file that exists but cannot be read as a small regular file."""
+
+    def __init__(self, path: str, why: str) -> None:
+        RayguardError.__init__(self, f"cannot read {path}: {why} (pass --limit-bytes to bypass detection)")
+        self.path = path
+
+
+class CgroupNotFound(RayguardError):
+    """This process's cgroup exists but no mount this process can read shows it."""
+
+
 class InvalidSetting(RayguardError):
     """A flag, env var or spec field holds a value rayguard cannot use."""
 
@@ -32,4 +44,10 @@ class MalformedReport(RayguardError):
 
 
 class ImpossiblePlan(RayguardError):
-    """The memory budget cannot work: a part would be below what Ray needs."""
+    """The memory budget cannot work: a part would be below what Ray needs. `knob` names the
+    budget setting to raise (a `BudgetSettings` field) when one is to blame, else None: then
+    the memory limit is."""
+
+    def __init__(self, message: str, knob: str | None = None) -> None:
+        super().__init__(message)
+        self.knob = knob

@@ -16,11 +16,15 @@ from rayguard_node.errors import RayguardError
 DEFAULT_NODE_IMAGE = "rayguard/node:0.1.0"
 DEFAULT_RESYNC_SECONDS = 60.0
 LOG_FORMATS = ("json", "plain")
+# The Pod Security Standard every pod the operator builds must pass (spec/pod_security.py).
+POD_SECURITY_LEVELS = ("restricted", "baseline", "privileged")
+DEFAULT_POD_SECURITY = "restricted"
 
 ENV_NODE_IMAGE = "RAYGUARD_OPERATOR_NODE_IMAGE"
 ENV_NAMESPACES = "RAYGUARD_OPERATOR_NAMESPACES"
 ENV_RESYNC_SECONDS = "RAYGUARD_OPERATOR_RESYNC_SECONDS"
 ENV_LOG_FORMAT = "RAYGUARD_OPERATOR_LOG_FORMAT"
+ENV_POD_SECURITY = "RAYGUARD_OPERATOR_POD_SECURITY"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -36,6 +40,8 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()
     resync_seconds: float = DEFAULT_RESYNC_SECONDS
     log_format: str = "json"
+    # A group's template overlay that would make its pods break this level is an invalid spec.
+    pod_security: str = DEFAULT_POD_SECURITY
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
@@ -55,5 +61,8 @@ class OperatorSettings:
         log_format = env.get(ENV_LOG_FORMAT, "").strip().lower() or "json"
         if log_format not in LOG_FORMATS:
             raise SettingsError(f"{ENV_LOG_FORMAT}={log_format!r}: expected json or plain")
+        pod_security = env.get(ENV_POD_SECURITY, "").strip().lower() or DEFAULT_POD_SECURITY
+        if pod_security not in POD_SECURITY_LEVELS:
+            raise SettingsError(f"{ENV_POD_SECURITY}={pod_security!r}: expected restricted, baseline or privileged")
         return cls(node_image=image, namespaces=tuple(dict.fromkeys(namespaces)),
-                   resync_seconds=resync, log_format=log_format)
+                   resync_seconds=resync, log_format=log_format, pod_security=pod_security)

@@ -6,8 +6,10 @@ operator depends on exactly that: ``uid`` (the kubernetes client refuses ownerRe
 without one), ``resourceVersion``, ``generation`` (``observedGeneration`` compares with it),
 the status subresource (kopf patches ``/status`` when discovery lists it), ``generateName``
 (kopf names its Events that way), garbage collection through ownerReferences, label and field
-selectors, and patch semantics per content type. :class:`ApiEmulator` adds those, and nothing
-else: it is not an API server (no admission, no schema validation or defaulting, no RBAC).
+selectors, and patch semantics per content type. :class:`ApiEmulator` adds those, and, when
+it is given an :class:`testkit.kube.rbac.Authorizer`, RBAC: bearer tokens, and a 403 with the
+API server's Status body for every request the chart's rules do not allow. It is not an API
+server otherwise (no admission beyond the owner-reference check, no schema validation).
 What happens to objects on a write is :class:`testkit.kube.store.ObjectStore`'s; this module
 adds the HTTP side: the entry point, the write log, and lists and watches with selectors.
 
@@ -18,6 +20,7 @@ they are applied, as in kmock. See ``testkit/README.md``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -28,6 +31,7 @@ import attrs
 import kmock
 from kmock._internal.rendering import StreamingError  # no public name for it in kmock 0.8
 
+from .rbac import Authorizer, Decision
 from .semantics import REASONS, api_error, field_value, parse_field_selector, parse_label_selector, \
     parse_path, parse_request, selected
 from .store import ObjectStore, load_rayguard_crd
@@ -55,6 +59,12 @@ class ApiEmulator(ObjectStore):
     """kmock's emulator plus the server-side behaviour listed in the module docstring."""
 
     writes: list[Write] = attrs.field(factory=list, init=False)
+    # None: everyone may do everything. Set it before serving, or from the server's loop.
+    authorizer: Authorizer | None = attrs.field(default=None)
+
+    def refused(self) -> list[Decision]:
+        """Requests the authorizer refused (401 and 403), in order."""
+        return [] if self.authorizer is None else list(self.authorizer.refused)
 
     # --- write counting
 
@@ -89,7 +99,11 @@ class ApiEmulator(ObjectStore):
         raw_response: aiohttp.web.StreamResponse | None = None
         # Read the body first: parse_request awaits it, and a pause between taking the
         # next id and logging the request would let two concurrent requests share an id.
-        await raw_request.read()
+        body = await raw_request.read()
+        if self.authorizer is not None:
+            refusal = self._authorize(raw_request, body)
+            if refusal is not None:
+                return aiohttp.web.json_response(refusal.status, status=refusal.code)
         try:
             request = await parse_request(raw_request, id=len(self._requests))
             self._requests.append(request)
@@ -107,6 +121,22 @@ class ApiEmulator(ObjectStore):
             await self._stream_error(e, raw_response)
             await raw_response.write_eof()
             return raw_response
+
+    def _authorize(self, raw_request: aiohttp.web.BaseRequest, body: bytes) -> Decision | None:
+        assert self.authorizer is not None
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            data = None
+        return self.authorizer.review(raw_request.method, raw_request.path, dict(raw_request.query),
+                                      raw_request.headers.get('Authorization'), data, self._plural_of)
+
+    def _plural_of(self, api_version: str, kind: str) -> str | None:
+        group, _, version = api_version.rpartition('/')
+        for resource, info in self.resources.items():
+            if (resource.group, resource.version, info.kind) == (group, version, kind):
+                return resource.plural
+        return None
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         write = request.method in WRITE_METHODS and request.action is not None

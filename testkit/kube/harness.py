@@ -91,13 +91,15 @@ class EmulatorServer:
                 await runner.cleanup()
 
 
-def write_kubeconfig(path: pathlib.Path, url: str, namespace: str = 'default') -> pathlib.Path:
-    """Plain HTTP and no credentials, which `kopf.login_with_kubeconfig` and the kubernetes
-    client's `new_client_from_config(path)` both accept."""
+def write_kubeconfig(path: pathlib.Path, url: str, namespace: str = 'default',
+                     token: str | None = None) -> pathlib.Path:
+    """Plain HTTP, with a bearer token or no credentials, which `kopf.login_with_kubeconfig`
+    and the kubernetes client's `new_client_from_config(path)` both accept. With RBAC on
+    (`ApiEmulator.authorizer`), the token says who the client is."""
     path.write_text(yaml.safe_dump({
         'apiVersion': 'v1', 'kind': 'Config', 'current-context': 'emulator',
         'clusters': [{'name': 'emulator', 'cluster': {'server': url}}],
-        'users': [{'name': 'emulator', 'user': {}}],
+        'users': [{'name': 'emulator', 'user': {'token': token} if token else {}}],
         'contexts': [{'name': 'emulator', 'context': {
             'cluster': 'emulator', 'user': 'emulator', 'namespace': namespace}}],
     }))
@@ -126,8 +128,11 @@ class KubeApi:
         return kubernetes.client.EventsV1Api(self.client)
 
 
-def api_client(url: str) -> kubernetes.client.ApiClient:
+def api_client(url: str, token: str | None = None) -> kubernetes.client.ApiClient:
+    """A sync client bound to `url`; with `token`, it sends it as a bearer token."""
     configuration = kubernetes.client.Configuration(host=url)
+    if token:
+        configuration.api_key = {'authorization': f'Bearer {token}'}
     return kubernetes.client.ApiClient(configuration)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.kube import EmulatorServer, KubeApi, api_client, rayguard_emulator, write_kubeconfig
+from testkit.kube import ADMIN_TOKEN, EmulatorServer, KubeApi, api_client, rayguard_emulator, write_kubeconfig
 
 
 # --- Kubernetes API emulator (testkit/kube; see testkit/README.md) ---------------------------
@@ -22,10 +22,11 @@ def kube_server() -> Iterator[EmulatorServer]:
 def kube_api(kube_server: EmulatorServer, tmp_path: Path,
              monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeApi]:
     """The emulator, a kubeconfig for it in $KUBECONFIG (read by `run_kopf`'s login and by
-    code that reads the variable at run time), and a sync kubernetes client bound to it."""
-    kubeconfig = write_kubeconfig(tmp_path / 'kubeconfig', kube_server.url)
+    code that reads the variable at run time), and a sync kubernetes client bound to it. Both
+    carry the admin token: with RBAC on (the operator fixtures), the test is not restricted."""
+    kubeconfig = write_kubeconfig(tmp_path / 'kubeconfig', kube_server.url, token=ADMIN_TOKEN)
     monkeypatch.setenv('KUBECONFIG', str(kubeconfig))
-    client = api_client(kube_server.url)
+    client = api_client(kube_server.url, token=ADMIN_TOKEN)
     try:
         yield KubeApi(url=kube_server.url, kubeconfig_path=kubeconfig,
                       emulator=kube_server.emulator, server=kube_server, client=client)
@@ -38,6 +39,16 @@ def kube_api(kube_server: EmulatorServer, tmp_path: Path,
 # --- rayguard operator under kopf (tests/integration/test_operator_*.py) -----------------------
 # The emulator has no kubelet: pods stay Pending until a test patches their status, which is
 # how these tests drive readiness (`set_ready`) and failures (`set_phase`).
+#
+# The operator runs as the chart's ServiceAccount, with exactly the RBAC that a real `helm
+# template` renders from charts/rayguard (rendered once per session), in each of the chart's
+# two modes: every test that uses `operator` or `oom_operator` runs twice (ids `cluster` and
+# `namespaced`). Cluster mode runs kopf on every namespace under the ClusterRole; namespaced
+# mode on `default` under a Role there (and the read-only observer ClusterRole), with the
+# arguments `rayguard operator` builds from the Deployment's env. Any request the rules refuse
+# fails the test at teardown: the rules must cover all the operator does. The second mode adds
+# about three and a half minutes to the suite on 2 cores (test_oom_stream.py included), which
+# keeps it well under 20 minutes, so every operator test runs in both.
 
 import json as _json
 import re as _re
@@ -47,6 +58,14 @@ from typing import Any as _Any
 
 from kubernetes.client.exceptions import ApiException as _ApiException
 
+from rayguard_operator.cli import kopf_run_args as _kopf_run_args
+from rayguard_operator.settings import ENV_LOG_FORMAT as _ENV_LOG_FORMAT
+from rayguard_operator.settings import ENV_NAMESPACES as _ENV_NAMESPACES
+from rayguard_operator.settings import OperatorSettings as _OperatorSettings
+from testkit.kube import CHART_MODES as _CHART_MODES
+from testkit.kube import Authorizer as _Authorizer
+from testkit.kube import ChartMode as _ChartMode
+from testkit.kube import Policy as _Policy
 from testkit.kube import run_kopf as _run_kopf
 from testkit.kube import wait_for as _wait_for
 
@@ -167,17 +186,49 @@ class OperatorHarness:
         self.wait_reconciles(cluster, passes=2)
 
 
+def operator_under_chart_rbac(api: KubeApi, mode: _ChartMode, directory: Path,
+                              monkeypatch: pytest.MonkeyPatch, policy: _Policy | None = None) -> list[str]:
+    """Turn on RBAC in the emulator with the chart's rules for `mode` (or `policy`, e.g. with
+    a rule taken out), point $KUBECONFIG at a kubeconfig with the operator's ServiceAccount
+    token, and return the `kopf run` arguments of the chart's Deployment (`--standalone`, and
+    the namespaces from RAYGUARD_OPERATOR_NAMESPACES, as `rayguard operator` adds them)."""
+    token = f'{mode.name}-operator-token'
+    authorizer = _Authorizer(policy if policy is not None else mode.policy(), {token: mode.user()})
+    api.server.call(lambda: setattr(api.emulator, 'authorizer', authorizer))
+    kubeconfig = write_kubeconfig(directory / f'{mode.name}-operator-kubeconfig', api.url, token=token)
+    monkeypatch.setenv('KUBECONFIG', str(kubeconfig))
+    settings = _OperatorSettings.from_env({_ENV_NAMESPACES: mode.operator_env()[_ENV_NAMESPACES],
+                                           _ENV_LOG_FORMAT: 'plain'})
+    return _kopf_run_args(['--standalone'], settings)
+
+
+def assert_rbac_was_enough(api: KubeApi, mode: _ChartMode) -> None:
+    """The operator made its requests as the ServiceAccount, and none was refused."""
+    refused = [f'{d.code} {d.attrs.verb} {d.attrs.path}: {d.status["message"]}' for d in api.emulator.refused()]
+    assert refused == [], '\n'.join(refused)
+    assert api.emulator.authorizer is not None and api.emulator.authorizer.served.get(mode.user(), 0) > 0
+
+
+@pytest.fixture(params=sorted(_CHART_MODES))
+def chart_mode(request: pytest.FixtureRequest) -> _ChartMode:
+    """The chart's mode the operator runs under: `cluster` or `namespaced`."""
+    return _CHART_MODES[request.param]
+
+
 @pytest.fixture
-def operator(kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[OperatorHarness]:
-    """`kopf run -m rayguard_operator.handlers` (as the issue asks) with a 0.5 s resync."""
+def operator(kube_api: KubeApi, chart_mode: _ChartMode, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[OperatorHarness]:
+    """`kopf run -m rayguard_operator.handlers` (as the issue asks) with a 0.5 s resync, as
+    the chart's ServiceAccount under the chart's RBAC, in each mode."""
     monkeypatch.setenv('RAYGUARD_OPERATOR_RESYNC_SECONDS', '0.5')
     monkeypatch.setenv('RAYGUARD_OPERATOR_NODE_IMAGE', 'rayguard/node:test')
     harness = OperatorHarness(kube_api)
-    args = ['run', '--standalone', '--namespace=default', '-m', 'rayguard_operator.handlers']
+    args = operator_under_chart_rbac(kube_api, chart_mode, tmp_path, monkeypatch)
     with _run_kopf(args, timeout=30) as runner:
         harness.runner = runner
         yield harness
     assert runner.exception is None, runner.exception
     assert runner.exit_code == 0, runner.output
+    assert_rbac_was_enough(kube_api, chart_mode)
 
 # --- end of the rayguard operator fixtures -----------------------------------------------------

@@ -30,15 +30,14 @@ import yaml
 from rayguard_node.reporting.redis_server import RedisServer
 from rayguard_node.reporting.sink import ReportSink
 from rayguard_node.contract.reports import STREAM_KEY, Identity, NodeUsage, Report, TopEntry, Victim, new_report
-from tests.integration.conftest import OperatorHarness
-from testkit.kube import KubeApi, run_kopf
+from tests.integration.conftest import OperatorHarness, assert_rbac_was_enough, operator_under_chart_rbac
+from testkit.kube import ChartMode, KubeApi, run_kopf
 
 from .redis_fixtures import RedisServers
 
 REPO = Path(__file__).resolve().parents[2]
 MiB, GiB = 1024**2, 1024**3
 REDIS_PORT = 6380  # the head Service's port named `redis`
-OPERATOR_ARGS = ['run', '--standalone', '--namespace=default', '-m', 'rayguard_operator.handlers']
 MERGE = 'application/merge-patch+json'
 
 OOM_REASONS = ('OOMKilled', 'MemoryMonitorKill', 'KernelOOMKill', 'RayMemoryMonitorKill',
@@ -147,10 +146,11 @@ class HeadRedis:
 
 class OomOperator(OperatorHarness):
     """The operator under kopf, which a test can stop and start again, and the head Redis
-    servers it follows."""
+    servers it follows. `args` are its `kopf run` arguments."""
 
-    def __init__(self, api: KubeApi, redis_dir: Path) -> None:
+    def __init__(self, api: KubeApi, redis_dir: Path, args: list[str]) -> None:
         super().__init__(api)
+        self.args = args
         self._run: contextlib.AbstractContextManager[Any] | None = None
         self._servers = RedisServers(redis_dir)
         self._heads: list[HeadRedis] = []
@@ -160,7 +160,7 @@ class OomOperator(OperatorHarness):
     # --- the operator's life
     def start(self) -> None:
         assert self._run is None, 'already running'
-        self._run = run_kopf(OPERATOR_ARGS, timeout=30)
+        self._run = run_kopf(self.args, timeout=30)
         self.runner = self._run.__enter__()
 
     def stop(self) -> None:
@@ -261,15 +261,19 @@ class OomOperator(OperatorHarness):
 
 
 @pytest.fixture
-def oom_operator(kube_api: KubeApi, monkeypatch: pytest.MonkeyPatch,
+def oom_operator(kube_api: KubeApi, chart_mode: ChartMode, monkeypatch: pytest.MonkeyPatch,
                  tmp_path: Path) -> Iterator[OomOperator]:
-    """The operator (`kopf run -m rayguard_operator.handlers`, 0.5 s resync), started; `stop()` and
-    `start()` restart it. Every redis-server it made is stopped afterwards, by PID."""
+    """The operator (`kopf run -m rayguard_operator.handlers`, 0.5 s resync), started as the
+    chart's ServiceAccount under the chart's RBAC, in each of the chart's modes (`chart_mode`,
+    tests/integration/conftest.py); `stop()` and `start()` restart it. Every redis-server it
+    made is stopped afterwards, by PID."""
     monkeypatch.setenv('RAYGUARD_OPERATOR_RESYNC_SECONDS', '0.5')
     monkeypatch.setenv('RAYGUARD_OPERATOR_NODE_IMAGE', 'rayguard/node:test')
-    harness = OomOperator(kube_api, tmp_path / 'head-redis')
+    args = operator_under_chart_rbac(kube_api, chart_mode, tmp_path, monkeypatch)
+    harness = OomOperator(kube_api, tmp_path / 'head-redis', args)
     harness.start()
     try:
         yield harness
     finally:
         harness.close()
+    assert_rbac_was_enough(kube_api, chart_mode)

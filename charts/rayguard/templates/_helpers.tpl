@@ -1,4 +1,4 @@
-{{/* Names, labels and RBAC rules, defined once. */}}
+{{/* Names and labels, defined once. The RBAC rules are in rbac.yaml. */}}
 
 {{- define "rayguard.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
@@ -48,43 +48,4 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- else if .Values.namespaced }}
 {{- .Release.Namespace }}
 {{- end }}
-{{- end }}
-
-{{/*
-What the operator does inside a namespace. No wildcards: each resource and verb is named.
-rayclusters/finalizers lets kopf.adopt set blockOwnerDeletion where the
-OwnerReferencesPermissionEnforcement admission plugin is on.
-*/}}
-{{- define "rayguard.namespacedRules" -}}
-- apiGroups: ["rayguard.dev"]
-  resources: ["rayclusters"]
-  verbs: ["get", "list", "watch", "patch", "update"]
-- apiGroups: ["rayguard.dev"]
-  resources: ["rayclusters/status"]
-  verbs: ["get", "patch", "update"]
-- apiGroups: ["rayguard.dev"]
-  resources: ["rayclusters/finalizers"]
-  verbs: ["update"]
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
-- apiGroups: [""]
-  resources: ["services", "secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-{{- end }}
-
-{{/* What kopf reads cluster-wide to notice CRDs and namespaces come and go. */}}
-{{- define "rayguard.clusterRules" -}}
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
 {{- end }}

@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rayguard_node.cgroup.files import (
-    UsageReader,
     parse_memory_limit,
     read_cpu_limit,
     read_memory_limit,
     read_oom_kill_count,
+    read_usage,
 )
 from rayguard_node.cgroup.paths import V1, CgroupLocation, locate_controller
+from rayguard_node.cgroup.reading import read_text
 from rayguard_node.errors import CgroupFormatError
 
 SOURCE_HOST = "host"
@@ -59,7 +60,7 @@ def parse_meminfo(text: str, source: str) -> dict[str, int]:
     for line in text.splitlines():
         name, _, rest = line.partition(":")
         parts = rest.split()
-        if parts and parts[0].isdigit():
+        if parts and parts[0].isascii() and parts[0].isdigit():
             values[name.strip()] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
     if "MemTotal" not in values:
         raise CgroupFormatError(source, text[:60], "a MemTotal line")
@@ -80,10 +81,10 @@ def ray_visible_limit_bytes(sysfs_root: Path, host_total_bytes: int) -> int:
     for relative in ("fs/cgroup/memory/memory.limit_in_bytes", "fs/cgroup/memory.max"):
         path = sysfs_root / relative
         try:
-            text = path.read_text()
+            text = read_text(path)
         except OSError:
             continue
-        try:
+        try:  # Ray would fail or guess here; detect reports the file itself where it reads it
             limit = parse_memory_limit(text, str(path))
         except CgroupFormatError:
             return host_total_bytes
@@ -97,7 +98,7 @@ def detect(
     shm_path: Path = Path("/dev/shm"),
 ) -> MemoryDetection:
     meminfo_path = procfs_root / "meminfo"
-    meminfo = parse_meminfo(meminfo_path.read_text(), str(meminfo_path))
+    meminfo = parse_meminfo(read_text(meminfo_path), str(meminfo_path))
     host_total = meminfo["MemTotal"]
     shm_bytes, shm_free = read_shm(shm_path)
     ray_limit = ray_visible_limit_bytes(sysfs_root, host_total)
@@ -126,7 +127,7 @@ def _detect_in_cgroup(
     found = read_memory_limit(location)
     # Usage and OOM kills count where the limit is: that is what the kernel compares.
     measured = found.limited_by_directory or location.directory
-    usage = UsageReader(measured, location.version).read()
+    usage = read_usage(measured, location.version)
     warnings: list[str] = []
     if found.limit_bytes is None or found.limit_bytes >= host_total:
         source, limit, limited_by = SOURCE_HOST, host_total, SOURCE_HOST

@@ -9,10 +9,12 @@ guessing a memory limit is how nodes die.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from rayguard_node.cgroup.paths import V1, CgroupLocation
+from rayguard_node.cgroup.reading import read_optional, read_text
 from rayguard_node.errors import CgroupFormatError
 
 # cgroup v1 reports "no limit" as a page-aligned LONG_MAX; anything this large is unlimited.
@@ -27,20 +29,31 @@ MEMORY_FILES = {
 }
 
 
+# What the kernel prints: ASCII digits, perhaps a '-'. (Python's int() also takes spaces
+# inside, '_' separators and other scripts' digits.)
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+NOT_NEGATIVE_LIMIT = "a limit of 0 or more bytes, or 'max'"
+
+
 def parse_int(text: str, source: str) -> int:
     stripped = text.strip()
-    try:
-        return int(stripped)
-    except ValueError:
-        raise CgroupFormatError(source, text, "an integer") from None
+    if not _INTEGER.fullmatch(stripped):
+        raise CgroupFormatError(source, text, "an integer")
+    return int(stripped)
 
 
 def parse_memory_limit(text: str, source: str) -> int | None:
-    """Bytes, or None for unlimited (`max`, or the v1 sentinel of 2^62 and above)."""
+    """Bytes, or None for unlimited (`max`, or the v1 sentinel of 2^62 and above).
+
+    No kernel writes a negative limit (v1 turns `-1` into its sentinel), so one is an error,
+    never "no limit".
+    """
     if text.strip() == "max":
         return None
     value = parse_int(text, source)
-    if value < 0 or value >= V1_UNLIMITED_FLOOR_BYTES:
+    if value < 0:
+        raise CgroupFormatError(source, text, NOT_NEGATIVE_LIMIT)
+    if value >= V1_UNLIMITED_FLOOR_BYTES:
         return None
     return value
 
@@ -54,10 +67,9 @@ def parse_flat_keyed(text: str, source: str) -> dict[str, int]:
         parts = line.split()
         if len(parts) != 2:
             raise CgroupFormatError(source, line, "'key value' lines")
-        try:
-            values[parts[0]] = int(parts[1])
-        except ValueError:
-            raise CgroupFormatError(source, line, "'key value' lines with integer values") from None
+        if not _INTEGER.fullmatch(parts[1]):
+            raise CgroupFormatError(source, line, "'key value' lines with integer values")
+        values[parts[0]] = int(parts[1])
     if not values:
         raise CgroupFormatError(source, text, "'key value' lines")
     return values
@@ -89,10 +101,7 @@ def parse_cfs(quota_text: str, period_text: str, source: str) -> float | None:
 
 
 def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
+    return read_optional(path)
 
 
 @dataclass(frozen=True)
@@ -124,12 +133,21 @@ def _apply_v1_hierarchical_limit(location: CgroupLocation, best: LimitOnPath) ->
     if text is None:
         return best
     stat = parse_flat_keyed(text, str(location.directory / "memory.stat"))
-    hierarchical = stat.get("hierarchical_memory_limit")
+    hierarchical = check_hierarchical(stat.get("hierarchical_memory_limit"),
+                                      str(location.directory / "memory.stat"))
     if hierarchical is None or hierarchical >= V1_UNLIMITED_FLOOR_BYTES:
         return best
     if best.limit_bytes is None or hierarchical < best.limit_bytes:
         return LimitOnPath(hierarchical, f"above {location.mount_root}", None)
     return best
+
+
+def check_hierarchical(value: int | None, source: str) -> int | None:
+    """v1's hierarchical_memory_limit is positive: the kernel prints its sentinel, never -1 or 0."""
+    if value is not None and value <= 0:
+        raise CgroupFormatError(source, f"hierarchical_memory_limit {value}",
+                                "hierarchical_memory_limit to be a positive number of bytes")
+    return value
 
 
 @dataclass(frozen=True)
@@ -145,7 +163,8 @@ class MemoryUsage:
 
 def read_small(path: str) -> bytes:
     """One small kernel file, without the cost of a Python file object."""
-    descriptor = os.open(path, os.O_RDONLY)
+    # Non-blocking: a FIFO in place of the file gives an error at once instead of a hang.
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         return os.read(descriptor, 65536)
     finally:
@@ -163,6 +182,16 @@ def stat_value(stat: bytes, key: bytes) -> int | None:
     start += len(needle)
     end = stat.find(b"\n", start)
     return int(stat[start:end if end >= 0 else None])
+
+
+def read_usage(directory: Path, version: int) -> MemoryUsage:
+    """Usage and inactive file pages, read and checked as `detect` does once at start-up
+    (the guard's `UsageReader` then reads the same files cheaply)."""
+    files = MEMORY_FILES[version]
+    usage_path, stat_path = directory / files["usage"], directory / files["stat"]
+    usage = parse_int(read_text(usage_path), str(usage_path))  # a missing file: FileNotFoundError
+    stat = parse_flat_keyed(read_text(stat_path), str(stat_path))
+    return MemoryUsage(usage, stat.get(files["inactive_file"], 0))
 
 
 class UsageReader:
@@ -248,14 +277,19 @@ class NodeSampler:
         reader = self.leaf
         for path, level_reader in self.levels:
             try:
-                value = parse_memory_limit(read_small(path).decode(), path)
+                value = parse_memory_limit(read_small(path).decode(errors="replace"), path)
             except FileNotFoundError:
                 continue
             if value is not None and (limit is None or value < limit):
                 limit, reader = value, level_reader
         usage, stat = reader.read_with_stat()
         if self.v1:
-            hierarchical = stat_value(stat, b"hierarchical_memory_limit")
+            try:
+                hierarchical = stat_value(stat, b"hierarchical_memory_limit")
+            except ValueError:
+                raise CgroupFormatError(reader.stat_path, stat.decode(errors="replace")[:60],
+                                        "'key value' lines with integer values") from None
+            hierarchical = check_hierarchical(hierarchical, reader.stat_path)
             if hierarchical is not None and hierarchical < V1_UNLIMITED_FLOOR_BYTES:
                 limit = hierarchical if limit is None else min(limit, hierarchical)
         return limit, usage

@@ -10,13 +10,18 @@ arguments so tests can point them at fake trees.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from rayguard_node.cgroup.namespace import find_namespace_root, levels_above, not_found, own_pids
+from rayguard_node.cgroup.reading import MOUNTINFO_MAX_BYTES, read_text
 from rayguard_node.errors import CgroupFormatError
 
 V1 = 1
 V2 = 2
+_DIGITS = re.compile(r"[0-9]{1,9}")
+_CONTROLLER = re.compile(r"[a-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,8 @@ def parse_proc_cgroup(text: str, source: str) -> list[CgroupMembership]:
         if not line.strip():
             continue
         parts = line.split(":", 2)
-        if len(parts) != 3 or not parts[0].isdigit() or not parts[2].startswith("/"):
+        if (len(parts) != 3 or not _DIGITS.fullmatch(parts[0]) or not parts[2].startswith("/")
+                or not line.isprintable()):
             raise CgroupFormatError(source, line, "'hierarchy-id:controllers:/path' lines")
         controllers = tuple(c for c in parts[1].split(",") if c)
         memberships.append(CgroupMembership(int(parts[0]), controllers, parts[2]))
@@ -125,9 +131,12 @@ def _relative_to_mount(cgroup_path: str, mount_root: str) -> str | None:
     return cgroup_path[len(prefix):] if cgroup_path.startswith(prefix) else None
 
 
-def _locate(membership: CgroupMembership, mount: CgroupMount, sysfs_root: Path) -> CgroupLocation:
+def _locate(membership: CgroupMembership, mount: CgroupMount, sysfs_root: Path,
+            procfs_root: Path, pid: str) -> CgroupLocation:
     mount_directory = host_path(mount.mount_point, sysfs_root)
     relative = _relative_to_mount(membership.path, mount.root)
+    if relative is None and ".." in PurePosixPath(mount.root).parts:
+        return _locate_in_namespace(membership, mount, mount_directory, procfs_root, pid)
     if relative is None:
         # The mount shows a part of the tree that does not contain our cgroup, as in a
         # container without a cgroup namespace whose /proc/self/cgroup names host paths
@@ -140,12 +149,33 @@ def _locate(membership: CgroupMembership, mount: CgroupMount, sysfs_root: Path) 
                           directory, mount_directory)
 
 
+def _locate_in_namespace(membership: CgroupMembership, mount: CgroupMount, mount_directory: Path,
+                         procfs_root: Path, pid: str) -> CgroupLocation:
+    """Our cgroup namespace's root is below the mount's root (`/../../..`): find it there."""
+    below = membership.path.lstrip("/")
+    depth, pids = levels_above(mount.root), own_pids(procfs_root, pid)
+    found = find_namespace_root(mount_directory, depth, below, pids) if depth else None
+    if found is None:
+        raise not_found(membership.path, str(procfs_root / pid / "cgroup"), mount.root,
+                        mount.mount_point, pids)
+    path = "/" + "/".join(part for part in (found, below) if part)
+    directory = mount_directory / found / below if below else mount_directory / found
+    return CgroupLocation(mount.version, path, "/", mount.mount_point, directory, mount_directory)
+
+
 def _v2_has_controller(mount: CgroupMount, sysfs_root: Path, controller: str) -> bool:
+    """Whether the v2 mount offers the controller. A mount without the file offers none
+    (detect then says it found no memory cgroup); an unreadable or garbled file is an error:
+    falling back to the host's memory on a guess is how nodes die."""
     controllers_file = host_path(mount.mount_point, sysfs_root) / "cgroup.controllers"
     try:
-        return controller in controllers_file.read_text().split()
-    except OSError:
+        text = read_text(controllers_file)  # unreadable: CgroupReadError
+    except FileNotFoundError:
         return False
+    names = text.split()
+    if not all(_CONTROLLER.fullmatch(name) for name in names):
+        raise CgroupFormatError(str(controllers_file), text, "controller names separated by spaces")
+    return controller in names
 
 
 def locate_controller(
@@ -163,8 +193,8 @@ def locate_controller(
     cgroup_file = procfs_root / pid / "cgroup"
     mountinfo_file = procfs_root / pid / "mountinfo"
     try:
-        memberships = parse_proc_cgroup(cgroup_file.read_text(), str(cgroup_file))
-        mounts = parse_mountinfo(mountinfo_file.read_text(), str(mountinfo_file))
+        memberships = parse_proc_cgroup(read_text(cgroup_file), str(cgroup_file))
+        mounts = parse_mountinfo(read_text(mountinfo_file, MOUNTINFO_MAX_BYTES), str(mountinfo_file))
     except FileNotFoundError:
         return None
     # Later mounts shadow earlier ones at the same mount point (a container's cgroup
@@ -173,13 +203,15 @@ def locate_controller(
         if controller in membership.controllers:
             v1_mounts = [m for m in mounts if m.version == V1 and controller in m.controllers]
             if v1_mounts:
-                return _locate(membership, _in_effect(v1_mounts, membership.path), sysfs_root)
+                return _locate(membership, _in_effect(v1_mounts, membership.path), sysfs_root,
+                               procfs_root, pid)
     for membership in memberships:
         if membership.hierarchy_id == 0 and not membership.controllers:
             v2_mounts = [m for m in mounts if m.version == V2
                          and _v2_has_controller(m, sysfs_root, controller)]
             if v2_mounts:
-                return _locate(membership, _in_effect(v2_mounts, membership.path), sysfs_root)
+                return _locate(membership, _in_effect(v2_mounts, membership.path), sysfs_root,
+                               procfs_root, pid)
     return None
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Iterable
 
 from rayguard_node.cgroup.files import read_small
+from rayguard_node.cgroup.reading import read_text
+from rayguard_node.errors import RayguardError
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 NAME_MAX_CHARS = 200
@@ -130,12 +132,21 @@ def pids_in_cgroup(directory: Path) -> list[int]:
     pids: list[int] = []
     for current, _dirs, files in os.walk(directory):
         if "cgroup.procs" in files:
-            try:
-                text = (Path(current) / "cgroup.procs").read_text()
-            except OSError:
-                continue
-            pids.extend(int(line) for line in text.split())
+            pids.extend(read_procs(Path(current) / "cgroup.procs"))
     return pids
+
+
+PROCS_MAX_BYTES = 1024 * 1024  # about 140,000 pids
+
+
+def read_procs(path: Path) -> list[int]:
+    """The pids in a `cgroup.procs` file, read bounded; unreadable or odd content is skipped
+    (a cgroup can vanish between the walk and the read)."""
+    try:
+        text = read_text(path, PROCS_MAX_BYTES)
+    except (OSError, RayguardError):
+        return []
+    return [int(word) for word in text.split() if word.isascii() and word.isdigit()]
 
 
 def scan(procfs_root: Path, pids: Iterable[int], runtime_pid: int | None = None,

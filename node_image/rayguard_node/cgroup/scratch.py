@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rayguard_node.cgroup.files import read_oom_kill_count, UsageReader, MemoryUsage
 from rayguard_node.cgroup.paths import V1, locate_controller
+from rayguard_node.cgroup.processes import read_procs
 
 V1_MEMORY_MOUNT = Path("/sys/fs/cgroup/memory")
 
@@ -73,7 +74,7 @@ class MemoryCgroup:
         found: list[int] = []
         for current, _dirs, files in os.walk(self.directory):
             if "cgroup.procs" in files:
-                found.extend(int(p) for p in (Path(current) / "cgroup.procs").read_text().split())
+                found.extend(read_procs(Path(current) / "cgroup.procs"))
         return found
 
     def oom_kill_count(self) -> int:

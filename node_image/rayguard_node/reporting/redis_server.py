@@ -71,8 +71,16 @@ def config_quote(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def check_maxmemory(maxmemory_bytes: int) -> None:
+    """Redis reads `maxmemory 0` as "no limit": never write it (the plan refuses it first)."""
+    if maxmemory_bytes <= 0:
+        raise RedisStartError(f"refusing Redis maxmemory {maxmemory_bytes}: Redis would run unlimited;"
+                              " give the head's Redis a real budget (redisMaxBytes, redisFraction)")
+
+
 def render_config(port: int, password: str, maxmemory_bytes: int, bind: str, workdir: Path) -> str:
     """The whole redis.conf; logs go to stdout, which the caller sends to a file."""
+    check_maxmemory(maxmemory_bytes)
     lines = [
         f"port {port}",
         f"bind {bind}",
@@ -120,8 +128,7 @@ class RedisServer:
                  bind: str = "0.0.0.0", executable: str = "redis-server") -> None:
         if not 0 < port < 65536:
             raise ValueError(f"invalid Redis port {port}")
-        if maxmemory_bytes < 0:
-            raise ValueError(f"invalid Redis maxmemory {maxmemory_bytes}")
+        check_maxmemory(maxmemory_bytes)
         self.port = port
         self.password = password
         self.maxmemory_bytes = maxmemory_bytes

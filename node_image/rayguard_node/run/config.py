@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from rayguard_node.errors import InvalidSetting
 from rayguard_node.sizing.plan import HEAD, WORKER
-from rayguard_node.contract.ray_flags import OWNED_FLAGS
+from rayguard_node.contract.ray_flags import (OWNED_FLAGS, flag_field, flag_key_problems, normalize_flag,
+                                              shown_value)
 from rayguard_node.contract.reports import Identity
 
 DEFAULT_REDIS_PORT = 6380
@@ -73,27 +77,20 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
             raise InvalidSetting(f"--{name.replace('_', '-')} / RAYGUARD_{name.upper()}", port_value,
                                  "not a TCP port")
     grace = float(values.get("grace_seconds", DEFAULT_GRACE_SECONDS))  # type: ignore[arg-type]
-    if grace < 0:
-        raise InvalidSetting("--grace-seconds / RAYGUARD_GRACE_SECONDS", grace, "must not be negative")
-
-    # Keys are flag names; `--port` and `port` are the same key.
-    params = {str(k).lstrip("-"): v for k, v in dict(values.get("ray_start_params") or {}).items()}  # type: ignore[call-overload]
-    if "port" in params and not (str(params["port"]).isdigit() and 0 < int(str(params["port"])) < 65536):
-        raise InvalidSetting("--ray-start-params / rayStartParams.port", params["port"], "not a TCP port")
-    owned = set(params) & OWNED_FLAGS
-    if owned:
-        raise InvalidSetting("--ray-start-params / rayStartParams", sorted(owned),
-                             "rayguard sets these itself (use numCpus and spec.memory instead)")
-    for key, value in params.items():
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise InvalidSetting(f"--ray-start-params / rayStartParams.{key}", value,
-                                 "values must be strings, numbers, booleans or null")
+    if not math.isfinite(grace) or grace < 0:
+        raise InvalidSetting("--grace-seconds / RAYGUARD_GRACE_SECONDS", grace,
+                             "must be a finite number of seconds, not negative")
+    redis_url = str(values["redis_url"]) if values.get("redis_url") else None
+    if redis_url is not None:
+        check_redis_url(redis_url, "--redis-url / RAYGUARD_REDIS_URL")
+    params = ray_start_params(dict(values.get("ray_start_params") or {}))  # type: ignore[call-overload]
 
     for key in FLUSH_KEYS:
         value = values.get(key)
-        if value is not None and (value < 0 or (key == "flush_num_entries_each_time" and value < 1)):  # type: ignore[operator]
+        if value is not None and (not math.isfinite(value) or value < 0  # type: ignore[arg-type, operator]
+                                  or (key == "flush_num_entries_each_time" and value < 1)):  # type: ignore[operator]
             raise InvalidSetting(f"--{key.replace('_', '-')} / RAYGUARD_{key.upper()}", value,
-                                 "must be positive")
+                                 "must be a finite number, not negative")
 
     def path(name: str) -> Path | None:
         value = values.get(name)
@@ -103,7 +100,7 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
         role=str(role),
         head_address=str(head_address) if head_address else None,
         ray_auth_token_file=path("ray_auth_token_file"),
-        redis_url=str(values["redis_url"]) if values.get("redis_url") else None,
+        redis_url=redis_url,
         redis_port=int(values.get("redis_port", DEFAULT_REDIS_PORT)),  # type: ignore[call-overload]
         redis_password_file=path("redis_password_file"),
         health_port=int(values.get("health_port", DEFAULT_HEALTH_PORT)),  # type: ignore[call-overload]
@@ -116,3 +113,69 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
         sysfs_root=Path(str(values.get("sysfs_root") or DEFAULT_SYSFS_ROOT)),
         procfs_root=Path(str(values.get("procfs_root") or DEFAULT_PROCFS_ROOT)),
     )
+
+
+PARAMS_FIELD = "--ray-start-params / rayStartParams"
+
+
+def ray_start_params(given: Mapping[object, object]) -> dict[str, object]:
+    """rayStartParams with each key in Ray's own spelling (`--Num_Cpus` is `num-cpus`).
+
+    The keys are refused as the operator refuses them (`contract.ray_flags`); the runtime
+    allows `port` (the head's GCS port), which the operator fixes itself.
+    """
+    for key, why in flag_key_problems(given, OWNED_FLAGS):  # the first one
+        raise InvalidSetting(flag_field(PARAMS_FIELD, key), shown_value(key, given[key]), why)
+    params = {normalize_flag(str(k)): v for k, v in given.items()}
+    for key, value in params.items():
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise InvalidSetting(f"{PARAMS_FIELD}.{key}", shown_value(key, value),
+                                 "values must be strings, numbers, booleans or null")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidSetting(f"{PARAMS_FIELD}.{key}", value, "must be a finite number")
+    port = params.get("port")
+    if port is not None and not (re.fullmatch(r"[0-9]{1,5}", str(port)) and 0 < int(str(port)) < 65536):
+        raise InvalidSetting(f"{PARAMS_FIELD}.port", port, "not a TCP port")
+    return params
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password: `redis://:pw@host:6379/0` -> `redis://host:6379/0`."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user + '@' if user else ''}{host}{slash}{tail}"
+
+
+def check_redis_url(url: str, field: str) -> None:
+    """Refuse at start what redis-py would refuse (or misread) at the first report."""
+    shown = redact_url(url)
+
+    def refuse(why: str) -> None:
+        raise InvalidSetting(field, shown, why + "; expected redis://[:password@]host[:port][/db]"
+                                                 " or rediss://...")
+
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        refuse("spaces and control characters are not allowed")
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        refuse("the scheme must be redis:// or rediss://")
+    if not parts.hostname:
+        refuse("a host is required")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (port is None and parts.netloc.rstrip("]").endswith(":")):
+        refuse("the port must be a number from 1 to 65535")
+    if not re.fullmatch(r"(/[0-9]{0,9})?/?", parts.path):
+        refuse("the path is the database number, e.g. /0")
+    import redis  # what redis.Redis.from_url will make of it, without connecting
+
+    try:
+        redis.ConnectionPool.from_url(url).make_connection()
+    except (ValueError, TypeError, redis.RedisError) as error:
+        refuse(f"redis-py cannot use it ({error})".replace(url, shown))

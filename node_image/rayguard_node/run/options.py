@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from rayguard_node.contract import settings as contract
+from rayguard_node.contract.ray_flags import secret_looking
 from rayguard_node.contract.settings import Setting
 from rayguard_node.errors import InvalidSetting
 from rayguard_node.run.config import DEFAULT_PROCFS_ROOT, DEFAULT_SYSFS_ROOT
@@ -21,18 +24,28 @@ from rayguard_node.sizing.plan import ROLES
 from rayguard_node.sizing.quantity import parse_bytes
 
 
+# Plain ASCII numbers: no sign but '-', no spaces, no '_' separators, no nan or inf, which
+# Python's float() and int() would all take.
+_FLOAT = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,4})?")
+_INT = re.compile(r"-?[0-9]{1,10}")
+MAX_INT = 2**31 - 1  # ports, periods in ms, CPUs, entries: all far below it
+HIDDEN = "<hidden>"
+
+
 def _float(value: str, field: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise InvalidSetting(field, value, "expected a number such as 0.5") from None
+    if not _FLOAT.fullmatch(value):
+        raise InvalidSetting(field, value, "expected a plain number such as 0.5 (no nan, inf, '+' or spaces)")
+    parsed = float(value)
+    if not math.isfinite(parsed):
+        raise InvalidSetting(field, value, "too large")
+    return parsed
 
 
 def _int(value: str, field: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidSetting(field, value, "expected a whole number") from None
+    if not _INT.fullmatch(value) or abs(int(value)) > MAX_INT:
+        raise InvalidSetting(field, value, f"expected a whole number from -{MAX_INT} to {MAX_INT}"
+                                           " (digits only)")
+    return int(value)
 
 
 def _role(value: str, field: str) -> str:
@@ -42,12 +55,15 @@ def _role(value: str, field: str) -> str:
 
 
 def _json_object(value: str, field: str) -> dict[str, object]:
+    shown = HIDDEN if secret_looking(value) else value  # a password in it stays out of the error
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as error:
-        raise InvalidSetting(field, value, f"not JSON ({error.msg})") from None
+        raise InvalidSetting(field, shown, f"not JSON ({error.msg} at character {error.pos})") from None
+    except RecursionError:
+        raise InvalidSetting(field, shown[:40] + "...", "nested too deeply") from None
     if not isinstance(parsed, dict):
-        raise InvalidSetting(field, value, 'expected a JSON object such as {"dashboard-port": 8265}')
+        raise InvalidSetting(field, shown, 'expected a JSON object such as {"dashboard-port": 8265}')
     return parsed
 
 

@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from rayguard_node.run.config import RunConfig
+from rayguard_node.contract.ray_flags import normalize_flag, secret_looking
+from rayguard_node.contract.settings import REDIS_URL
+from rayguard_node.run.config import RunConfig, redact_url
 from rayguard_node.sizing.plan import HEAD, MemoryPlan
 
 # Variables that could make Ray pick up a token other than ours.
 FOREIGN_AUTH_VARS = ("RAY_AUTH_TOKEN",)
+HIDDEN = "<hidden>"
 
 
 def render_params(params: Mapping[str, object]) -> list[str]:
@@ -20,7 +23,7 @@ def render_params(params: Mapping[str, object]) -> list[str]:
     """
     args = []
     for key, value in params.items():
-        flag = "--" + key.lstrip("-")
+        flag = "--" + normalize_flag(key)
         if value is None:
             args.append(flag)
         elif isinstance(value, bool):
@@ -52,7 +55,18 @@ def ray_environment(plan: MemoryPlan, token_path: Path,
     env = dict(os.environ if base is None else base)
     for name in FOREIGN_AUTH_VARS:
         env.pop(name, None)
+    if env.get(REDIS_URL.env):  # every Ray process gets this environment: no password in it
+        env[REDIS_URL.env] = redact_url(env[REDIS_URL.env])
     env.update(plan.ray_env)
     env["RAY_AUTH_MODE"] = "token"
     env["RAY_AUTH_TOKEN_PATH"] = str(token_path)
     return env
+
+
+def loggable_argv(argv: list[str]) -> list[str]:
+    """The argv as a log line may show it: secret-looking flags' values hidden."""
+    shown = []
+    for arg in argv:
+        flag, equals, _value = arg.partition("=")
+        shown.append(f"{flag}={HIDDEN}" if equals and flag.startswith("--") and secret_looking(flag) else arg)
+    return shown

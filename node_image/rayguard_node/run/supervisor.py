@@ -20,7 +20,7 @@ import psutil
 
 from rayguard_node.errors import InvalidSetting, RayguardError
 from rayguard_node.sizing.plan import HEAD, MemoryPlan
-from rayguard_node.run.ray_command import ray_environment, ray_start_argv
+from rayguard_node.run.ray_command import loggable_argv, ray_environment, ray_start_argv
 from rayguard_node.run.config import RunConfig
 from rayguard_node.run.parts import RuntimeParts, build_parts
 from rayguard_node.contract.secrets import ensure_secret, read_secret
@@ -33,6 +33,7 @@ AUTH_REFUSED_MARKER = b"InvalidAuthToken"
 RAY_STARTED_MARKER = b"Ray runtime started."
 EXIT_AUTH_REFUSED = 3  # Ray would retry a wrong token for a minute; we stop at once
 EXIT_SIGNALLED_BEFORE_RAY = 143
+EXIT_REFUSED = 2  # a RayguardError: bad settings, a secret file that is not ours, no Redis
 DESCENDANTS_PERIOD_S = 10.0
 
 
@@ -99,7 +100,7 @@ class Supervisor:
         env = ray_environment(self.plan, token_path)
         # Ray drains for up to this long on SIGTERM; keep it inside our grace period.
         env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = str(max(1, int(self.config.grace_seconds * 0.6)))
-        log.info("starting Ray: %s", " ".join(argv))
+        log.info("starting Ray: %s", " ".join(loggable_argv(argv)))
         # Ray's own chatter goes to stderr: stdout carries only reports, one JSON per line.
         self.ray = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._ray_output = threading.Thread(target=self._relay_ray_output, name="ray-output", daemon=True)
@@ -151,7 +152,7 @@ class Supervisor:
                 return self._stop(EXIT_AUTH_REFUSED)
             return self._stop(None)
         except RayguardError:
-            self._stop(None)
+            self._stop(EXIT_REFUSED)  # the CLI prints the error and exits with this status
             raise
 
     def _explain_ray_exit(self) -> None:

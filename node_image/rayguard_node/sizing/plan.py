@@ -19,6 +19,12 @@ ROLES = (HEAD, WORKER)
 # Ray refuses an object store below 75 MiB; a heap below 100 MiB cannot run a task.
 MIN_OBJECT_STORE_BYTES = 75 * MiB
 MIN_HEAP_BYTES = 100 * MiB
+# The head's Redis holds the reports stream, which is never evicted (no TTL): up to 10,000
+# reports (`MAXLEN ~ 10000`) of about 1.2 KiB each, about 12 MiB, plus Redis itself (about
+# 1 MiB) and the ledger's samples (which carry a TTL and are evicted first). Below this a
+# full stream makes Redis refuse writes; and 0 would be `maxmemory 0`, which Redis reads as
+# "no limit at all".
+MIN_REDIS_BYTES = 32 * MiB
 # Below these the Ray processes themselves (raylet, GCS, dashboard, agents) do not fit.
 MIN_LIMIT_BYTES = {HEAD: 768 * MiB, WORKER: 384 * MiB}
 SHM_USABLE_FRACTION = 0.95
@@ -132,7 +138,7 @@ def make_plan(role: str, facts: NodeFacts, settings: BudgetSettings = BudgetSett
         )
 
     object_store = _object_store_bytes(limit, facts.shm_free_bytes, settings, warnings)
-    redis_max = min(int(limit * settings.redis_fraction), settings.redis_max_bytes) if role == HEAD else 0
+    redis_max = _redis_bytes(limit, settings) if role == HEAD else 0
     remaining = limit - object_store - redis_max
     heap = int(remaining * settings.heap_fraction)
     if heap < MIN_HEAP_BYTES:
@@ -161,6 +167,23 @@ def make_plan(role: str, facts: NodeFacts, settings: BudgetSettings = BudgetSett
         guard_refresh_ms=settings.guard_refresh_ms, guard_threshold=guard_threshold,
         guard_mode=guard_mode, warnings=tuple(warnings),
     )
+
+
+def _redis_bytes(limit: int, settings: BudgetSettings) -> int:
+    by_fraction = int(limit * settings.redis_fraction)
+    redis_max = min(by_fraction, settings.redis_max_bytes)
+    if redis_max < MIN_REDIS_BYTES:
+        capped = settings.redis_max_bytes < by_fraction
+        knob = ("redisMaxBytes (RAYGUARD_REDIS_MAX_BYTES)" if capped
+                else "redisFraction (RAYGUARD_REDIS_FRACTION) or the memory limit")
+        raise ImpossiblePlan(
+            f"the head's Redis would get {format_bytes(redis_max)} (min of redisFraction"
+            f" {settings.redis_fraction:g} x limit {format_bytes(limit)} and redisMaxBytes"
+            f" {format_bytes(settings.redis_max_bytes)}), below the {format_bytes(MIN_REDIS_BYTES)}"
+            f" its reports stream needs (and maxmemory 0 would mean no limit); raise {knob}",
+            knob="redis_max_bytes" if capped else "redis_fraction",
+        )
+    return redis_max
 
 
 def _object_store_bytes(limit: int, shm_free: int | None, settings: BudgetSettings,

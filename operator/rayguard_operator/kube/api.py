@@ -111,9 +111,6 @@ class KubeApi:
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(f"Pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
 
-    def get_event(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._get(f"Event {namespace}/{name}", self.core.read_namespaced_event, name, namespace)
-
     def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self.patch("Event", namespace, name, patch)
 

@@ -37,8 +37,8 @@ class TrackerApi(Protocol):
 
 @runtime_checkable
 class EventApi(Protocol):
-    """What OOM Event aggregation (`oom.events.EventAggregator`) reads and writes."""
+    """What OOM Event aggregation (`oom.events.EventAggregator`) writes. It never reads an
+    Event with `get`: the operator's RBAC grants events only create and patch."""
 
-    def get_event(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
     def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...

@@ -32,8 +32,8 @@ def run_local_up(args: argparse.Namespace) -> int:
     from rayguard_operator.manifests.render import load_cluster, render_list
     from rayguard_operator.settings import OperatorSettings
 
-    body = load_cluster(args.file)
-    items = render_list(body, OperatorSettings.from_env())["items"]
+    body = load_cluster(args.file)  # refused as `rayguard render` refuses it: exit 2, one line
+    items = render_list(body, OperatorSettings.from_env(), args.file)["items"]
     driver = [a for a in args.driver if a != "--"] if args.driver else []
     run_dir = Path(tempfile.mkdtemp(prefix="rayguard-local-"))
     cluster = LocalCluster(body, items, run_dir)

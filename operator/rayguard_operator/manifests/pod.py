@@ -17,7 +17,8 @@ from rayguard_node.contract import settings as S
 
 from rayguard_operator import names
 from rayguard_operator.spec.model import ClusterModel, NodeGroup
-from rayguard_operator.spec.overlay import merge_overlay
+# The restricted securityContexts live with the overlay rules, which keep them in every pod.
+from rayguard_operator.spec.overlay import container_security, merge_overlay, pod_security_context
 
 SECRETS_DEFAULT_MODE = 0o440  # group-readable through fsGroup; the runtime runs as non-root
 
@@ -123,16 +124,6 @@ def build_container(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
     }
 
 
-def container_security() -> dict[str, Any]:
-    """The restricted Pod Security Standard, for ray-node and for any added container."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _base_template(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
     return {
         "metadata": {"labels": names.node_labels(cluster.name, group.role, group.name), "annotations": {}},
@@ -151,13 +142,7 @@ def _base_template(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
             "terminationGracePeriodSeconds": names.TERMINATION_GRACE_SECONDS,
             "enableServiceLinks": False,
             "automountServiceAccountToken": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": names.RUN_AS_ID,
-                "runAsGroup": names.RUN_AS_ID,
-                "fsGroup": names.RUN_AS_ID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": pod_security_context(),
         },
     }
 

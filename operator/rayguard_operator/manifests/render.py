@@ -1,9 +1,12 @@
 """`rayguard render`: exactly what the operator would create for a RayCluster file.
 
-The file is parsed by the operator's own model (which applies the CRD's defaults) and built by
-its own builders, with two placeholders: the Secret's values (`<generated>`) and what only
-exists once the cluster does (the RayCluster's uid, and each pod's random name suffix).
-No cluster and no kopf are needed.
+The file is first checked as the API server would check it on `kubectl apply`: against the
+CRD's own OpenAPI schema, with its defaults, and its CEL rules (`spec.crd_schema`), so that
+render refuses what the server refuses. It is then parsed by the operator's own model (which
+applies the CRD's defaults and refuses what the CRD cannot) and built by its own builders,
+with two placeholders: the Secret's values (`<generated>`) and what only exists once the
+cluster does (the RayCluster's uid, and each pod's random name suffix). No cluster and no
+kopf are needed. `rayguard local up` loads its file the same way (`load_cluster`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from rayguard_operator import names
 from rayguard_operator.manifests.children import build_children
 from rayguard_node.errors import RayguardError
 from rayguard_operator.errors import SpecError
+from rayguard_operator.spec.crd_schema import check_against_crd
 from rayguard_operator.spec.model import ClusterModel, NodeGroup, parse_cluster
 from rayguard_operator.settings import OperatorSettings
 
@@ -37,6 +41,7 @@ def _pod_name(cluster: ClusterModel, group: NodeGroup, _index: int) -> str:
 
 
 def load_cluster(path: Path) -> dict[str, Any]:
+    """The one RayCluster in the file, as written, once the API server would accept it."""
     try:
         documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
     except OSError as error:
@@ -49,23 +54,33 @@ def load_cluster(path: Path) -> dict[str, Any]:
     if body.get("apiVersion") != names.API_VERSION or body.get("kind") != names.KIND:
         raise RenderError(f"{path}: apiVersion/kind: expected {names.API_VERSION} {names.KIND},"
                           f" found {body.get('apiVersion')} {body.get('kind')}")
+    try:
+        check_against_crd(body)
+    except SpecError as error:
+        raise RenderError(f"{path}: {error}") from None
     return body
 
 
-def render_list(body: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
-    """A v1 List of the Secret, the head Service, the head Pod and the worker Pods."""
-    cluster = dataclasses.replace(parse_cluster(body, settings), uid=UID_PLACEHOLDER)
+def model_of(path: Path, body: dict[str, Any], settings: OperatorSettings) -> ClusterModel:
+    """The operator's model of a loaded file; its refusal names the file and the field."""
+    try:
+        return parse_cluster(body, settings)
+    except SpecError as error:
+        raise RenderError(f"{path}: {error}") from None
+
+
+def render_list(body: dict[str, Any], settings: OperatorSettings, path: Path | None = None) -> dict[str, Any]:
+    """A v1 List of the Secret, the head Service, the head Pod and the worker Pods. With
+    `path`, a refused spec is a `RenderError` naming the file."""
+    model = model_of(path, body, settings) if path is not None else parse_cluster(body, settings)
+    cluster = dataclasses.replace(model, uid=UID_PLACEHOLDER)
     items = build_children(cluster, lambda g, i: _pod_name(cluster, g, i),
                            names.SECRET_PLACEHOLDER, names.SECRET_PLACEHOLDER)
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
 def render_file(path: Path, output: str, settings: OperatorSettings) -> str:
-    body = load_cluster(path)
-    try:
-        rendered = render_list(body, settings)
-    except SpecError as error:
-        raise RenderError(f"{path}: {error}") from None
+    rendered = render_list(load_cluster(path), settings, path)
     if output == "json":
         return json.dumps(rendered, indent=2) + "\n"
     return yaml.safe_dump(rendered, sort_keys=False, default_flow_style=False)

@@ -6,6 +6,13 @@ derived from that key, so the operator finds the one to update after a restart. 
 are limited per cluster: increments that cannot be written yet wait, merged, and go out
 when the budget refills, so a burst costs a few writes and loses nothing. (The exact
 numbers live in `status.oom`.)
+
+Events are only ever created and patched, never read with `get`: the chart grants `create`
+and `patch` on events and nothing else. The aggregator remembers the count and times of each
+Event it wrote from the server's answers. An Event it does not know is created; when that
+meets 409 AlreadyExists (it was posted before an operator restart), a merge patch of `{}`,
+which changes nothing, answers the stored Event, and the increment is patched onto it. An
+Event that expired meanwhile (404 on the patch) is created afresh.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 from rayguard_node.contract import rfc3339
 
+from rayguard_operator.errors import KubeApiError
 from rayguard_operator.kube.protocols import EventApi
 from rayguard_operator.manifests.events import EventNote, build_event
 from rayguard_operator.oom.messages import AGGREGATION_WINDOW_S, AggregationKey
@@ -25,6 +33,9 @@ from rayguard_operator.oom.messages import AGGREGATION_WINDOW_S, AggregationKey
 log = logging.getLogger(__name__)
 
 WRITES_PER_MINUTE_PER_CLUSTER = 30
+# How long the API server keeps an Event (kube-apiserver --event-ttl, 1h by default): what
+# was written is remembered for this long after the window, then read back if needed.
+EVENT_TTL_S = 3600.0
 
 # The old names of the shared helpers, still imported by tests/unit/operator/oom/test_events.py.
 parse_time, format_time = rfc3339.parse, rfc3339.format_seconds
@@ -64,6 +75,9 @@ class EventAggregator:
     # would both read the old count and one increment would be lost.
     _in_flight: set[tuple[str, str, str]] = field(default_factory=set)
     writes_total: int = 0
+    # What the server answered for each Event written, by (namespace, name): count and times,
+    # all a repeat needs. Entries go once the Event would have expired (see `_recall`).
+    _written: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # Daemons and reconcile passes call in from several threads; I/O happens outside it.
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -127,25 +141,64 @@ class EventAggregator:
         return writes
 
     def _write(self, namespace: str, name: str, pending: _Pending, retried: bool = False) -> None:
-        now_text = rfc3339.format_seconds(pending.last_seen)
-        existing = self.api.get_event(namespace, name)
-        if existing is not None:
-            last = existing.get("lastTimestamp") or existing.get("firstTimestamp") or now_text
-            if pending.last_seen - rfc3339.parse(last) < self.window_s:
-                count = int(existing.get("count") or 1) + pending.increments
-                self.api.patch_event(namespace, name, {
-                    "count": count, "lastTimestamp": now_text, "message": build_event(
-                        pending.involved, pending.note, name, now_text)["message"],
-                    "series": {"count": count, "lastObservedTime": now_text.replace("Z", ".000000Z")},
-                })
-                return
-            # Older than the window: the same object starts a new run of repeats.
-            body = build_event(pending.involved, pending.note, name, rfc3339.format_seconds(pending.first_seen))
-            body["count"], body["lastTimestamp"] = pending.increments, now_text
-            self.api.patch_event(namespace, name, {k: body[k] for k in (
-                "message", "count", "firstTimestamp", "lastTimestamp")} | {"series": None})
-            return
-        body = build_event(pending.involved, pending.note, name, rfc3339.format_seconds(pending.first_seen))
-        body["count"], body["lastTimestamp"] = pending.increments, now_text
-        if self.api.create(body) is None and not retried:  # created meanwhile: update that one
+        known = self._recall(namespace, name)
+        try:
+            if known is None:
+                created = self.api.create(self._new_body(name, pending))
+                if created is not None:
+                    self._remember(namespace, name, created)
+                    return
+                # 409: posted before a restart. A merge patch that changes nothing answers it.
+                known = self.api.patch_event(namespace, name, {})
+            self._remember(namespace, name, self.api.patch_event(
+                namespace, name, self._repeat_patch(known, name, pending)))
+        except KubeApiError as error:
+            if error.status != 404 or retried:
+                raise
+            # The Event expired (the API server keeps Events for an hour): post it afresh.
+            self._forget(namespace, name)
             self._write(namespace, name, pending, retried=True)
+
+    def _new_body(self, name: str, pending: _Pending) -> dict[str, Any]:
+        body = build_event(pending.involved, pending.note, name, rfc3339.format_seconds(pending.first_seen))
+        body["count"], body["lastTimestamp"] = pending.increments, rfc3339.format_seconds(pending.last_seen)
+        return body
+
+    def _repeat_patch(self, existing: Mapping[str, Any], name: str, pending: _Pending) -> dict[str, Any]:
+        """A repeat within the window raises the count; after it, the same object starts a
+        new run of repeats."""
+        now_text = rfc3339.format_seconds(pending.last_seen)
+        last = existing.get("lastTimestamp") or existing.get("firstTimestamp") or now_text
+        if pending.last_seen - rfc3339.parse(last) < self.window_s:
+            count = int(existing.get("count") or 1) + pending.increments
+            return {"count": count, "lastTimestamp": now_text, "message": build_event(
+                pending.involved, pending.note, name, now_text)["message"],
+                "series": {"count": count, "lastObservedTime": now_text.replace("Z", ".000000Z")}}
+        body = self._new_body(name, pending)
+        return {k: body[k] for k in ("message", "count", "firstTimestamp", "lastTimestamp")} | {"series": None}
+
+    # --- what was written (slots in flight have one writer each; the lock guards the dict)
+
+    def _recall(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The last answer for this Event, if it can still exist; older entries are dropped, so
+        the memory stays bounded by the Events of the last window and TTL."""
+        horizon = self.clock() - self.window_s - EVENT_TTL_S
+        with self._lock:
+            for slot in [s for s, e in self._written.items() if e["seen"] < horizon]:
+                del self._written[slot]
+            return self._written.get((namespace, name))
+
+    def _remember(self, namespace: str, name: str, answer: Mapping[str, Any] | None) -> None:
+        answer = answer or {}
+        last = answer.get("lastTimestamp") or answer.get("firstTimestamp")
+        if not last:  # not an Event (a test double's answer): read it again next time
+            self._forget(namespace, name)
+            return
+        entry = {"count": answer.get("count"), "firstTimestamp": answer.get("firstTimestamp"),
+                 "lastTimestamp": answer.get("lastTimestamp"), "seen": rfc3339.parse(last)}
+        with self._lock:
+            self._written[(namespace, name)] = entry
+
+    def _forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._written.pop((namespace, name), None)

@@ -9,7 +9,11 @@ The steps, in order:
 3. dead pods (phase Failed or Succeeded) are deleted, so that step 5 replaces them;
 4. pods of groups that no longer exist are deleted;
 5. each group (head first) is scaled to its replicas. Scale-down deletes not-ready pods
-   first, then the newest;
+   first, then the newest. Scale-up creates at most `MAX_POD_CREATES_PER_PASS` pods per pass,
+   over all groups in this order; the next pass creates the next batch (the created pods'
+   own events queue it at once). A pod's manifest is built only for a create of this batch,
+   from its group's template, built once per pass, so what a pass builds and writes does not
+   grow with the replica count (what it reads, the cluster's pods, still does);
 6. a rollout step replaces ONE pod whose template hash is out of date, workers before the
    head. It waits while an earlier replacement is not ready yet, unless the pod to replace is
    not ready itself (replacing it loses nothing, and a broken rollout can be fixed forward).
@@ -30,6 +34,9 @@ from rayguard_operator.manifests.service import build_head_service, service_patc
 from rayguard_operator.reconcile.pods import (is_dead, is_ready, is_terminating, live_pods, pod_group, pod_hash,
                                             pod_name, scale_down_order)
 
+# Pod creates per pass (step 5). 50 keeps a pass short (each create is one API call and one
+# Event) and what it builds small; None means no bound (only the bench sets it, to compare).
+MAX_POD_CREATES_PER_PASS: int | None = 50
 
 
 @dataclass(frozen=True)
@@ -93,8 +100,9 @@ def _pod_steps(cluster: ClusterModel, observed: Observed, new_name: NewName) -> 
         elif pod_group(pod) not in known:
             actions.append(_delete(pod, f"group {pod_group(pod)[1]!r} is no longer in the spec"))
     templates = {g.name: pod_template(cluster, g) for g in cluster.groups}
-    created: dict[str, int] = {}
+    created: dict[str, int] = {}  # pods missing per group, whether created in this batch or later
     survivors: dict[str, list[dict[str, Any]]] = {}
+    budget = MAX_POD_CREATES_PER_PASS
     for group in cluster.groups:
         live = live_pods(group, pods)
         extra = len(live) - group.replicas
@@ -103,8 +111,10 @@ def _pod_steps(cluster: ClusterModel, observed: Observed, new_name: NewName) -> 
             why = "extra head pod" if group.role == names.HEAD else f"scaling {group.name} down to {group.replicas}"
             actions += [_delete(p, why) for p in victims]
             live = [p for p in live if p not in victims]
-        for _ in range(-extra):
+        batch = max(0, -extra) if budget is None else min(max(0, -extra), budget)
+        for _ in range(batch):
             actions.append(_create_pod(cluster, group, new_name, templates[group.name]))
+        budget = None if budget is None else budget - batch
         created[group.name] = max(0, -extra)
         survivors[group.name] = live
     return actions + _rollout_step(cluster, templates, survivors, created, new_name)

@@ -5,6 +5,9 @@ namespace and a name. The cluster is read fresh, so a pass always compares again
 latest status and spec, and a pass over an unchanged cluster reads but never writes.
 A per-cluster lock keeps two passes over one cluster from planning against the same
 snapshot (kopf runs timers, change handlers and pod events concurrently).
+A pass creates pods in one bounded batch (`actions.MAX_POD_CREATES_PER_PASS`); the events of
+the pods it created queue the passes that create the rest, and the status each pass writes
+counts the pods as they become ready.
 """
 
 from __future__ import annotations
@@ -116,7 +119,10 @@ class Syncer:
                 done.append(action)
                 log.info("RayCluster %s/%s: %s", ns, cluster.name, action.note.message)
                 self._event(body, action.note)
-        pods = tuple(self.api.list_pods(ns, selector)) if actions else observed.pods
+        pods = observed.pods
+        if actions:  # read again; the stale list goes first, so a pass holds one list of pods
+            del observed, pods
+            pods = tuple(self.api.list_pods(ns, selector))
         current = body.get("status") or {}
         desired = compute_status(cluster, pods, current, self.now(), failure)
         patched = self._write_status(body, current, desired)

@@ -21,11 +21,11 @@ from typing import Any, Mapping
 from rayguard_node.errors import ImpossiblePlan, InvalidSetting
 from rayguard_node.sizing.plan import BudgetSettings, MemoryPlan, NodeFacts, make_plan
 from rayguard_node.sizing.quantity import parse_bytes, parse_cpus
-from rayguard_node.contract.ray_flags import OWNED_FLAGS
+from rayguard_node.contract.ray_flags import OWNED_FLAGS, flag_field, flag_key_problems, shown_value
 
 from rayguard_operator import names
 from rayguard_operator.errors import SpecError
-from rayguard_operator.spec.overlay import check_overlay
+from rayguard_operator.spec.overlay import check_overlay, check_pod_security
 from rayguard_operator.settings import OperatorSettings
 
 GiB = 1024**3
@@ -40,6 +40,10 @@ FLUSH_DEFAULTS: dict[str, Any] = {
 }
 HEAD_NUM_CPUS_DEFAULT = 0
 REPLICAS_DEFAULT, MIN_REPLICAS_DEFAULT, MAX_REPLICAS_DEFAULT = 1, 0, 1000
+# The scale caps, as in the CRD (README, "Scale caps"): replicas, minReplicas and maxReplicas
+# of a group, and the sum of replicas over the groups. Checked here too, for objects stored
+# before the CRD had them.
+MAX_GROUP_REPLICAS, MAX_CLUSTER_WORKERS = 1000, 1000
 # rayStartParams keys that rayguard sets itself: the plan's, the supervisor's, and the ports
 # the head Service and the container ports are built with.
 FIXED_PORT_FLAGS = {"port", "dashboard-port", "ray-client-server-port", "metrics-export-port"}
@@ -203,15 +207,13 @@ def _cpus(value: Any, path: str) -> float:
 
 def _ray_start_params(data: Any, path: str) -> dict[str, str | int | bool]:
     params = _obj(data, path)
+    # Keys are checked in Ray's own spelling (`NUM_CPUS` is `num-cpus`), as the runtime does.
+    for key, why in flag_key_problems(params, RESERVED_RAY_FLAGS):  # the first one
+        raise SpecError(flag_field(path, key), why)
     for key, value in params.items():
-        flag = key.lstrip("-").replace("_", "-")
-        if not flag:
-            raise SpecError(f"{path}.{key}", "a flag name is required")
-        if flag in RESERVED_RAY_FLAGS:
-            raise SpecError(f"{path}.{key}", "rayguard sets this flag itself (from resources, numCpus,"
-                                             " memory or its fixed ports); remove it")
         if isinstance(value, float) or not isinstance(value, (str, int, bool)):
-            raise SpecError(f"{path}.{key}", f"values must be strings, integers or booleans, found {value!r}")
+            raise SpecError(flag_field(path, key), "values must be strings, integers or booleans,"
+                                                   f" found {shown_value(key, value)!r}")
     return dict(params)
 
 
@@ -290,8 +292,9 @@ def _plan(role: str, resources: Resources, memory: MemorySettings, num_cpus: int
                       cpu_limit=resources.cpu_limit, shm_free_bytes=None, ray_sees_limit=True)
     try:
         plan = make_plan(role, facts, settings)
-    except ImpossiblePlan as error:
-        raise SpecError(limit_path, str(error)) from None
+    except ImpossiblePlan as error:  # named at the knob to blame when it was set, else the limit
+        knob_path = memory.sources.get(error.knob) if error.knob in memory.explicit else None
+        raise SpecError(knob_path or limit_path, str(error)) from None
     warnings = [w for w in plan.warnings if not w.startswith("no CPU limit found")]
     if role == names.WORKER and num_cpus is None and resources.cpu_limit is None:
         warnings.append(f"{path}: no CPU limit and no numCpus; Ray takes num-cpus from the node it lands on")
@@ -314,6 +317,9 @@ def _group(role: str, data: Any, path: str, cluster_memory: Any) -> NodeGroup:
         replicas = _int(data, "replicas", path, REPLICAS_DEFAULT)
         low = _int(data, "minReplicas", path, MIN_REPLICAS_DEFAULT)
         high = _int(data, "maxReplicas", path, MAX_REPLICAS_DEFAULT)
+        for key, value in (("replicas", replicas), ("minReplicas", low), ("maxReplicas", high)):
+            if value > MAX_GROUP_REPLICAS:  # type: ignore[operator]
+                raise SpecError(f"{path}.{key}", f"must be at most {MAX_GROUP_REPLICAS}, found {value}")
         if low > high:  # type: ignore[operator]
             raise SpecError(f"{path}.minReplicas", f"must not exceed maxReplicas ({high})")
         if not low <= replicas <= high:  # type: ignore[operator]
@@ -352,6 +358,11 @@ def parse_cluster(body: Mapping[str, Any], settings: OperatorSettings) -> Cluste
         if any(g.name == group.name for g in workers):
             raise SpecError(f"spec.workerGroups[{i}].name", f"duplicate group name {group.name!r}")
         workers.append(group)
+    if sum(g.replicas for g in workers) > MAX_CLUSTER_WORKERS:
+        raise SpecError("spec.workerGroups", f"the sum of replicas over all worker groups must be at most"
+                                             f" {MAX_CLUSTER_WORKERS}, found {sum(g.replicas for g in workers)}")
+    for group in (head, *workers):  # the overlay merged into rayguard's pod, at the operator's level
+        check_pod_security(group.template, f"{group.path}.template", settings.pod_security)
     generation = metadata.get("generation")
     return ClusterModel(
         name=name, namespace=str(metadata.get("namespace") or "default"), uid=str(metadata.get("uid") or ""),

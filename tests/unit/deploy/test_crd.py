@@ -8,6 +8,7 @@ error whose source is "unknown-field".
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,9 +16,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from rayguard_operator.spec.crd_schema import crd_text
+from rayguard_operator.spec.model import MAX_CLUSTER_WORKERS, MAX_GROUP_REPLICAS
 from tests.crd_schema import (
     CHART_CRD_PATH,
     CRD_PATH,
+    PACKAGE_CRD_PATH,
     REPO_ROOT,
     crd_errors,
     defaulted,
@@ -45,6 +49,14 @@ def minimal() -> dict[str, Any]:
 def test_chart_copy_is_byte_identical() -> None:
     assert CHART_CRD_PATH.read_bytes() == CRD_PATH.read_bytes(), (
         "charts/rayguard/crds/ must be a byte-identical copy of crds/: copy it again")
+
+
+def test_operator_package_copy_is_byte_identical() -> None:
+    """What `rayguard render` checks files against (package data, so an installed operator
+    has it) is crds/ itself."""
+    assert PACKAGE_CRD_PATH.read_bytes() == CRD_PATH.read_bytes(), (
+        "operator/rayguard_operator/spec/ must hold a byte-identical copy of crds/: copy it again")
+    assert crd_text() == CRD_PATH.read_text(encoding="utf-8")
 
 
 def test_manifest_is_a_valid_crd_object() -> None:
@@ -203,11 +215,20 @@ def _many_groups(obj: dict[str, Any]) -> None:
     obj["spec"]["workerGroups"] = [dict(copy.deepcopy(group), name=f"g{i}") for i in range(33)]
 
 
+def _groups(obj: dict[str, Any], replicas: list[int]) -> None:
+    """One worker group per entry, with that many replicas."""
+    group = obj["spec"]["workerGroups"][0]
+    obj["spec"]["workerGroups"] = [dict(copy.deepcopy(group), name=f"g{i}", replicas=n, maxReplicas=max(n, 1))
+                                   for i, n in enumerate(replicas)]
+
+
 G0 = "spec.workerGroups.0"
+CAP, TOTAL = MAX_GROUP_REPLICAS, MAX_CLUSTER_WORKERS
 
 # (id, mutation, source that must reject it, path the error must name, text the message holds)
 INVALID = [
-    ("negative-replicas", _set(f"{G0}.replicas", -1), "schema", "spec.workerGroups[0].replicas", "minimum"),
+    ("negative-replicas", _set(f"{G0}.replicas", -1), "schema", "spec.workerGroups[0].replicas",
+     "must be at least 0 (found -1)"),
     ("min-above-replicas", lambda o: (_set(f"{G0}.minReplicas", 2)(o), _set(f"{G0}.maxReplicas", 5)(o)),
      "cel", "spec.workerGroups[0]", "replicas must lie between"),
     ("replicas-above-max", lambda o: (_set(f"{G0}.replicas", 5)(o), _set(f"{G0}.maxReplicas", 3)(o)),
@@ -218,38 +239,50 @@ INVALID = [
     ("head-without-memory-limit", _set("spec.head.resources", {"limits": {"cpu": "1"}}),
      "cel", "spec.head.resources", "resources.limits.memory is required"),
     ("head-without-resources", lambda o: o["spec"]["head"].pop("resources"),
-     "schema", "spec.head", "'resources' is a required property"),
+     "schema", "spec.head.resources", "is required"),
     ("group-without-memory-limit", _set(f"{G0}.resources", {"requests": {"memory": "2Gi"}}),
      "cel", "spec.workerGroups[0].resources", "resources.limits.memory is required"),
     ("usage-threshold-zero", _set("spec.memory", {"usageThreshold": 0}),
-     "schema", "spec.memory.usageThreshold", "minimum"),
+     "schema", "spec.memory.usageThreshold", "must be above 0"),
     ("usage-threshold-above-one", _set("spec.memory", {"usageThreshold": 1.5}),
-     "schema", "spec.memory.usageThreshold", "maximum"),
+     "schema", "spec.memory.usageThreshold", "must be at most 1 (found 1.5)"),
     ("object-store-fraction-one", _set("spec.memory", {"objectStoreFraction": 1}),
-     "schema", "spec.memory.objectStoreFraction", "maximum"),
+     "schema", "spec.memory.objectStoreFraction", "must be below 1"),
     ("heap-fraction-zero", _set("spec.memory", {"heapFraction": 0}),
-     "schema", "spec.memory.heapFraction", "minimum"),
+     "schema", "spec.memory.heapFraction", "must be above 0"),
     ("redis-fraction-negative", _set("spec.memory", {"redisFraction": -0.1}),
-     "schema", "spec.memory.redisFraction", "minimum"),
+     "schema", "spec.memory.redisFraction", "must be above 0"),
     ("group-override-out-of-range", _set(f"{G0}.memory", {"usageThreshold": 2}),
-     "schema", "spec.workerGroups[0].memory.usageThreshold", "maximum"),
+     "schema", "spec.workerGroups[0].memory.usageThreshold", "must be at most 1"),
     ("group-name-not-a-dns-label", _set(f"{G0}.name", "Bad_Name"),
      "schema", "spec.workerGroups[0].name", "does not match"),
     ("group-name-too-long", _set(f"{G0}.name", "a" * 64),
-     "schema", "spec.workerGroups[0].name", "is too long"),
-    ("negative-num-cpus", _set("spec.head.numCpus", -1), "schema", "spec.head.numCpus", "minimum"),
+     "schema", "spec.workerGroups[0].name", "must be at most 63 characters long"),
+    ("negative-num-cpus", _set("spec.head.numCpus", -1), "schema", "spec.head.numCpus", "must be at least 0"),
     ("negative-monitor-refresh", _set("spec.memory", {"monitorRefreshMs": -5}),
-     "schema", "spec.memory.monitorRefreshMs", "minimum"),
+     "schema", "spec.memory.monitorRefreshMs", "must be at least 0"),
     ("zero-flush-period", _set("spec.memory", {"flushPolicy": {"flushPeriodSecs": 0}}),
-     "schema", "spec.memory.flushPolicy.flushPeriodSecs", "minimum"),
+     "schema", "spec.memory.flushPolicy.flushPeriodSecs", "must be at least 1"),
     ("unknown-spec-field", _set("spec.replicaz", 3), "unknown-field", "spec.replicaz", "unknown field"),
     ("bad-memory-quantity", _set("spec.head.resources.limits.memory", "lots"),
      "schema", "spec.head.resources.limits.memory", "does not match"),
     ("milli-bytes", _set("spec.memory", {"objectStoreMaxBytes": "500m"}),
      "schema", "spec.memory.objectStoreMaxBytes", "does not match"),
-    ("replicas-as-string", _set(f"{G0}.replicas", "2"), "schema", "spec.workerGroups[0].replicas", "not of type"),
-    ("no-head", lambda o: o["spec"].pop("head"), "schema", "spec", "'head' is a required property"),
-    ("too-many-groups", _many_groups, "schema", "spec.workerGroups", "is too long"),
+    ("replicas-as-string", _set(f"{G0}.replicas", "2"), "schema", "spec.workerGroups[0].replicas",
+     "must be of type integer (found '2')"),
+    ("no-head", lambda o: o["spec"].pop("head"), "schema", "spec.head", "is required"),
+    ("too-many-groups", _many_groups, "schema", "spec.workerGroups", "must have at most 32 items (found 33)"),
+    ("too-many-ray-start-params", _set("spec.head.rayStartParams", {f"p{i}": i for i in range(65)}),
+     "schema", "spec.head.rayStartParams", "must have at most 64 properties (found 65)"),
+    # The scale caps (README, "Scale caps").
+    ("replicas-above-cap", lambda o: (_set(f"{G0}.replicas", CAP + 1)(o), _set(f"{G0}.maxReplicas", CAP)(o)),
+     "schema", "spec.workerGroups[0].replicas", f"must be at most {CAP} (found {CAP + 1})"),
+    ("min-replicas-above-cap", _set(f"{G0}.minReplicas", CAP + 1),
+     "schema", "spec.workerGroups[0].minReplicas", f"must be at most {CAP}"),
+    ("max-replicas-above-cap", _set(f"{G0}.maxReplicas", CAP + 1),
+     "schema", "spec.workerGroups[0].maxReplicas", f"must be at most {CAP}"),
+    ("workers-above-cluster-cap", lambda o: _groups(o, [TOTAL // 2, TOTAL - TOTAL // 2, 1]),
+     "cel", "spec.workerGroups", f"the sum of replicas over all worker groups must be at most {TOTAL}"),
     ("password-without-redis", _set("spec.gcsFaultTolerance", {"passwordSecret": {"name": "r", "key": "p"}}),
      "cel", "spec.gcsFaultTolerance", "passwordSecret needs redisAddress"),
     ("cluster-name-with-dot", _set("metadata.name", "my.cluster"), "schema", "metadata.name", "does not match"),
@@ -273,6 +306,42 @@ def test_invalid_spec_is_rejected(mutate: Callable[[dict], Any], source: str, pa
 def test_invalid_table_is_broad_enough() -> None:
     assert len(INVALID) >= 15
     assert {case[2] for case in INVALID} >= {"schema", "cel", "list-map", "unknown-field"}
+
+
+# --- the scale caps ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("replicas", [[CAP], [TOTAL // 2] * 2, [TOTAL // 32] * 32, [0] * 32, []],
+                         ids=["one-group-at-cap", "groups-at-cluster-cap", "32-groups-at-cluster-cap",
+                              "32-empty-groups", "no-groups"])
+def test_the_caps_accept_what_reaches_them(replicas: list[int]) -> None:
+    obj = minimal()
+    _groups(obj, replicas)
+    assert sum(replicas) <= TOTAL
+    assert validate_against_crd(obj) == []
+
+
+def test_the_crd_caps_are_the_models() -> None:
+    """spec.model enforces the same numbers on objects stored before the CRD had them."""
+    group = version_schema()["properties"]["spec"]["properties"]["workerGroups"]
+    for field in ("replicas", "minReplicas", "maxReplicas"):
+        assert group["items"]["properties"][field]["maximum"] == CAP
+    [rule] = group["x-kubernetes-validations"]
+    assert rule["rule"] == f"self.map(g, g.replicas).sum() <= {TOTAL}"
+    assert str(TOTAL) in rule["message"] and f"{TOTAL} workers" in group["description"]
+    assert group["maxItems"] * CAP >= TOTAL  # the cluster cap, not the group count, is what binds
+
+
+def test_list_rules_have_a_bounded_cost() -> None:
+    """The API server refuses a CRD whose rules it cannot bound: a rule that walks a list
+    (a macro or sum) must sit on a list with maxItems, so its estimated cost is small."""
+    walking = re.compile(r"\.(map|all|exists|exists_one|filter|sum)\(")
+    found = []
+    for path, node in iter_schema(version_schema()):
+        for rule in node.get("x-kubernetes-validations", []):
+            if walking.search(rule["rule"]):
+                found.append(path)
+                assert node.get("type") == "array" and node.get("maxItems", 0) <= 64, path
+    assert "spec.workerGroups" in found
 
 
 # What the CRD cannot reject, and the operator's own validation must (SpecValid=False):

@@ -180,6 +180,8 @@ def test_broken_trees(command, tree, relative, how):
     assert f"{how} {TREES / tree / relative}" in line
 
 
+NOT_A_QUANTITY = ("not a Kubernetes quantity: digits with an optional fraction, an optional leading '-'"
+                  " and one suffix (Ki Mi Gi Ti Pi Ei, n u m k M G T P E, or e<integer>), e.g. 4Gi, 512M or 2")
 FRACTION_ERROR = ("rayguard-node: error: invalid --heap-fraction / RAYGUARD_HEAP_FRACTION=-0.5:"
                   " a fraction must be between 0 and 1, exclusive")
 
@@ -189,17 +191,16 @@ FRACTION_ERROR = ("rayguard-node: error: invalid --heap-fraction / RAYGUARD_HEAP
     (["--role", "worker", "--heap-fraction=-0.5"], {}, FRACTION_ERROR),
     (["--role", "worker"], {"RAYGUARD_HEAP_FRACTION": "-0.5"}, FRACTION_ERROR),
     (["--role", "worker"], {"RAYGUARD_HEAP_FRACTION": "half"},
-     "rayguard-node: error: invalid RAYGUARD_HEAP_FRACTION='half': expected a number such as 0.5"),
+     "rayguard-node: error: invalid RAYGUARD_HEAP_FRACTION='half': expected a plain number such as 0.5"
+     " (no nan, inf, '+' or spaces)"),
     (["--role", "boss"], {}, "rayguard-node: error: invalid --role='boss': must be 'head' or 'worker'"),
     ([], {"RAYGUARD_ROLE": "boss"},
      "rayguard-node: error: invalid RAYGUARD_ROLE='boss': must be 'head' or 'worker'"),
     ([], {}, "rayguard-node: error: --role is required (head or worker), or set RAYGUARD_ROLE"),
     (["--role", "head", "--limit-bytes", "lots"], {},
-     "rayguard-node: error: invalid --limit-bytes='lots': not a Kubernetes quantity"
-     " (Invalid number format: lots); use e.g. 4Gi, 512M or 2"),
+     f"rayguard-node: error: invalid --limit-bytes='lots': {NOT_A_QUANTITY}"),
     (["--role", "head"], {"RAYGUARD_LIMIT_BYTES": "lots"},
-     "rayguard-node: error: invalid RAYGUARD_LIMIT_BYTES='lots': not a Kubernetes quantity"
-     " (Invalid number format: lots); use e.g. 4Gi, 512M or 2"),
+     f"rayguard-node: error: invalid RAYGUARD_LIMIT_BYTES='lots': {NOT_A_QUANTITY}"),
     (["--role", "worker", "--num-cpus", "-1"], {},
      "rayguard-node: error: invalid --num-cpus / RAYGUARD_NUM_CPUS=-1: must not be negative"),
     (["--role", "worker", "--limit-bytes", "100Mi"], {},

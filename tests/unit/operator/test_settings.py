@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from rayguard_operator.manifests import events
 from rayguard_operator import names
@@ -15,6 +16,7 @@ from rayguard_operator.cli import kopf_run_args
 from rayguard_operator.errors import SpecError
 from rayguard_operator.spec.overlay import check_overlay, merge_overlay
 from rayguard_operator.settings import OperatorSettings, SettingsError
+from tests.paths import REPO_ROOT
 
 
 def test_defaults() -> None:
@@ -40,6 +42,24 @@ def test_from_env() -> None:
 def test_bad_env(env: dict[str, str], word: str) -> None:
     with pytest.raises(SettingsError, match=word):
         OperatorSettings.from_env(env)
+
+
+def test_pod_security_level() -> None:
+    assert OperatorSettings.from_env({}).pod_security == "restricted"
+    for level in ("restricted", "baseline", "privileged"):
+        assert OperatorSettings.from_env({"RAYGUARD_OPERATOR_POD_SECURITY": f" {level.upper()} "}).pod_security == level
+    with pytest.raises(SettingsError) as caught:
+        OperatorSettings.from_env({"RAYGUARD_OPERATOR_POD_SECURITY": "strict"})
+    assert str(caught.value) == ("RAYGUARD_OPERATOR_POD_SECURITY='strict': expected restricted, baseline"
+                                 " or privileged")
+
+
+def test_the_chart_passes_pod_security() -> None:
+    chart = REPO_ROOT / "charts" / "rayguard"
+    values = yaml.safe_load((chart / "values.yaml").read_text(encoding="utf-8"))
+    assert values["podSecurity"] == OperatorSettings().pod_security
+    deployment = (chart / "templates" / "deployment.yaml").read_text(encoding="utf-8")
+    assert "- name: RAYGUARD_OPERATOR_POD_SECURITY\n          value: {{ .Values.podSecurity | quote }}" in deployment
 
 
 def test_kopf_args_from_settings() -> None:

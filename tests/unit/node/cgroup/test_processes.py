@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,16 @@ def test_pids_in_cgroup_walks_descendants(tmp_path):
 
 def test_all_pids_lists_numeric_entries():
     assert sorted(accounting.all_pids(PROC)) == ALL_PIDS
+
+
+def test_cgroup_procs_is_read_bounded_and_junk_is_skipped(tmp_path: Path) -> None:
+    from rayguard_node.cgroup.processes import read_procs
+
+    (tmp_path / "child").mkdir()
+    (tmp_path / "cgroup.procs").write_text("12\n34\n")
+    (tmp_path / "child" / "cgroup.procs").write_text("56\nnot-a-pid\n٧\n")
+    assert sorted(pids_in_cgroup(tmp_path)) == [12, 34, 56]
+    assert read_procs(tmp_path / "missing") == []
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert read_procs(fifo) == []  # neither blocks nor raises

@@ -68,16 +68,36 @@ def test_negative_grace():
                                   "block", "temp-dir", "--num-cpus", "--head"])
 def test_ray_start_params_may_not_own_rayguards_flags(flag):
     with pytest.raises(InvalidSetting) as caught:
-        run_config({"role": "head", "ray_start_params": {flag: "1", "dashboard-port": 8265}})
-    assert caught.value.field == PARAMS_FIELD
-    assert repr([flag.lstrip("-")]) in str(caught.value)
+        run_config({"role": "head", "ray_start_params": {"dashboard-port": 8265, flag: "1"}})
+    assert caught.value.field == f"{PARAMS_FIELD}.{flag}"
+    assert "rayguard sets this flag itself" in str(caught.value)
 
 
-def test_all_owned_flags_are_listed_sorted():
+@pytest.mark.parametrize("key", ["temp-dir=/tmp/evil", "address=evil:6379", "num-cpus=64", "NUM-CPUS",
+                                 "num_cpus", "--Num_Cpus", "Object_Store_Memory", "", "-",
+                                 "node name", "node-name\n--temp-dir", "nodé"])
+def test_smuggled_or_malformed_keys_are_refused(key):
     with pytest.raises(InvalidSetting) as caught:
-        run_config({"role": "worker", "head_address": "h:1",
-                    "ray_start_params": {"temp-dir": "/x", "block": None, "memory": 1}})
-    assert "['block', 'memory', 'temp-dir']" in str(caught.value)
+        run_config({"role": "worker", "head_address": "h:1", "ray_start_params": {key: "1"}})
+    assert caught.value.field.startswith(PARAMS_FIELD) and "\n" not in str(caught.value)
+
+
+def test_keys_are_stored_in_rays_own_spelling():
+    config = run_config({"role": "head", "ray_start_params": {"--Dashboard_Port": 8265, "PORT": 7000}})
+    assert dict(config.ray_start_params) == {"dashboard-port": 8265, "port": 7000}
+    assert config.gcs_port == 7000
+
+
+def test_the_same_flag_twice_is_refused():
+    with pytest.raises(InvalidSetting) as caught:
+        run_config({"role": "head", "ray_start_params": {"num-gpus": 1, "num_gpus": 2}})
+    assert caught.value.field == f"{PARAMS_FIELD}.num_gpus" and "'num-gpus'" in str(caught.value)
+
+
+def test_secret_looking_values_are_not_shown_in_errors():
+    with pytest.raises(InvalidSetting) as caught:
+        run_config({"role": "head", "ray_start_params": {"redis-password": ["hunter2"]}})
+    assert "hunter2" not in str(caught.value)
 
 
 @pytest.mark.parametrize("value", [{"CPU": 1}, [1, 2], ("a",)])
@@ -172,3 +192,40 @@ def test_worker_head_address_port_must_be_a_tcp_port(address):
 
 def test_head_port_param_must_be_a_port():
     assert field_of({"role": "head", "ray_start_params": {"port": "gcs"}}).startswith(PARAMS_FIELD)
+
+
+# -- numbers that are not numbers, and Redis URLs -------------------------------------
+
+@pytest.mark.parametrize("name, value", [("grace_seconds", float("nan")), ("grace_seconds", float("inf")),
+                                         ("flush_period_secs", float("nan")),
+                                         ("flush_period_secs", float("inf")),
+                                         ("flush_when_at_least_bytes", float("nan"))])
+def test_nan_and_inf_are_refused(name, value):
+    assert field_of({"role": "head", name: value}).startswith("--" + name.replace("_", "-"))
+
+
+REDIS_URL_FIELD = "--redis-url / RAYGUARD_REDIS_URL"
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "http://r:6379/0", "unix:///tmp/redis.sock",
+                                 "redis://", "redis://:6379/0", "redis://r:port/0", "redis://r:0/0",
+                                 "redis://r:70000/0", "redis://r:6379/db", "redis://r:6379/0/1",
+                                 "redis://r:6379/-1", "redis://r:6379/0?socket_timeout=soon",
+                                 "redis://r:63 79/0", "redis://r\n:6379/0", " redis://r:6379"])
+def test_malformed_redis_url_is_refused_at_start(url):
+    with pytest.raises(InvalidSetting) as caught:
+        run_config({"role": "head", "redis_url": url})
+    assert caught.value.field == REDIS_URL_FIELD and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["redis://r:6379/0", "rediss://r.example.com:6380", "redis://r",
+                                 "redis://:pw@r:6379/2", "redis://user:pw@10.0.0.5:6379/",
+                                 "redis://[::1]:6379/0"])
+def test_good_redis_urls(url):
+    assert run_config({"role": "head", "redis_url": url}).redis_url == url
+
+
+def test_the_password_of_a_refused_redis_url_is_not_shown():
+    with pytest.raises(InvalidSetting) as caught:
+        run_config({"role": "head", "redis_url": "redis://:hunter2@r:port/0"})
+    assert "hunter2" not in str(caught.value)

@@ -152,3 +152,28 @@ def test_environment_defaults_to_the_process_environment(monkeypatch):
     assert env["RAYGUARD_TEST_MARKER"] == "1"
     assert "RAY_AUTH_TOKEN" not in env
     assert env["RAY_AUTH_TOKEN_PATH"] == "tok"
+
+
+# -- secrets stay out of Ray's environment and out of the log -------------------------
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:hunter2@r:6379/0", "redis://r:6379/0"),
+    ("rediss://user:hunter2@r.example.com:6380/1", "rediss://user@r.example.com:6380/1"),
+    ("redis://r:6379/0", "redis://r:6379/0"),
+])
+def test_redis_url_password_is_not_copied_to_ray(url, shown):
+    env = ray_environment(make_plan(), Path("tok"), {"RAYGUARD_REDIS_URL": url})
+    assert env["RAYGUARD_REDIS_URL"] == shown
+    assert not any("hunter2" in value for value in env.values())
+
+
+def test_logged_argv_hides_secret_looking_params():
+    from rayguard_node.run.ray_command import loggable_argv
+
+    config = head_config(ray_start_params={"redis-password": "hunter2", "Auth_Token": "t0k3n",
+                                           "node-name": "n1"})
+    argv = ray_start_argv(config, make_plan(HEAD, cpus=0))
+    assert "--redis-password=hunter2" in argv  # Ray itself still gets it
+    logged = " ".join(loggable_argv(argv))
+    assert "hunter2" not in logged and "t0k3n" not in logged
+    assert "--redis-password=<hidden>" in logged and "--node-name=n1" in logged

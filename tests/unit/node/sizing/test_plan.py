@@ -220,3 +220,37 @@ def test_unknown_role(role):
     with pytest.raises(InvalidSetting) as caught:
         plan(role)
     assert str(caught.value) == f"invalid role={role!r}: must be 'head' or 'worker'"
+
+
+# -- the head's Redis always has a real cap -------------------------------------------
+
+def test_redis_minimum_is_stated():
+    from rayguard_node.sizing.plan import MIN_REDIS_BYTES
+    assert MIN_REDIS_BYTES == 32 * MiB
+
+
+@pytest.mark.parametrize("settings, knob", [
+    ({"redis_max_bytes": 0}, "redisMaxBytes"),
+    ({"redis_max_bytes": 1}, "redisMaxBytes"),
+    ({"redis_max_bytes": 32 * MiB - 1}, "redisMaxBytes"),
+    ({"redis_fraction": 1e-12}, "redisFraction"),
+    ({"redis_fraction": 0.001}, "redisFraction"),
+])
+def test_head_redis_below_the_minimum_is_impossible(settings, knob):
+    with pytest.raises(ImpossiblePlan) as caught:
+        plan("head", 4 * GiB, **settings)
+    message = str(caught.value)
+    assert knob in message and "32 MiB" in message and "\n" not in message
+
+
+def test_head_redis_at_the_minimum_and_workers_without_redis():
+    assert plan("head", 4 * GiB, redis_max_bytes=32 * MiB).redis_max_bytes == 32 * MiB
+    assert plan("worker", 4 * GiB, redis_max_bytes=0).redis_max_bytes == 0
+
+
+@pytest.mark.parametrize("field", ["object_store_fraction", "redis_fraction", "heap_fraction",
+                                   "usage_threshold", "guard_threshold"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_and_inf_settings_are_refused(field, value):
+    with pytest.raises(InvalidSetting):
+        BudgetSettings(**{field: value})

@@ -55,23 +55,66 @@ def test_parse_cpus(value, expected):
     assert result == expected and type(result) is float
 
 
+NOT_A_QUANTITY = ("not a Kubernetes quantity: digits with an optional fraction, an optional leading '-'"
+                  " and one suffix (Ki Mi Gi Ti Pi Ei, n u m k M G T P E, or e<integer>), e.g. 4Gi, 512M or 2")
+
+
 @pytest.mark.parametrize("parse", [parse_quantity, parse_bytes, parse_cpus])
 @pytest.mark.parametrize("value, message", [
-    ("lots", "invalid RAYGUARD_LIMIT_BYTES='lots': not a Kubernetes quantity"
-             " (Invalid number format: lots); use e.g. 4Gi, 512M or 2"),
-    ("", "invalid RAYGUARD_LIMIT_BYTES='': not a Kubernetes quantity"
-         " (Invalid number format: ); use e.g. 4Gi, 512M or 2"),
-    ("4gi", "invalid RAYGUARD_LIMIT_BYTES='4gi': not a Kubernetes quantity"
-            " (Invalid number format: 4gi); use e.g. 4Gi, 512M or 2"),
+    ("lots", f"invalid RAYGUARD_LIMIT_BYTES='lots': {NOT_A_QUANTITY}"),
+    ("", f"invalid RAYGUARD_LIMIT_BYTES='': {NOT_A_QUANTITY}"),
+    ("4gi", f"invalid RAYGUARD_LIMIT_BYTES='4gi': {NOT_A_QUANTITY}"),
     (True, "invalid RAYGUARD_LIMIT_BYTES=True: expected a quantity such as 4Gi, 512M or 2"),
     (False, "invalid RAYGUARD_LIMIT_BYTES=False: expected a quantity such as 4Gi, 512M or 2"),
-    ("Infinity", "invalid RAYGUARD_LIMIT_BYTES='Infinity': must be a finite quantity"),
+    (None, "invalid RAYGUARD_LIMIT_BYTES=None: expected a quantity such as 4Gi, 512M or 2"),
+    ("Infinity", f"invalid RAYGUARD_LIMIT_BYTES='Infinity': {NOT_A_QUANTITY}"),
+    (float("inf"), f"invalid RAYGUARD_LIMIT_BYTES=inf: {NOT_A_QUANTITY}"),
+    ("1e400", "invalid RAYGUARD_LIMIT_BYTES='1e400': too large: a Kubernetes quantity is at most"
+              " 2^63-1 (9223372036854775807, about 8Ei)"),
 ])
 def test_garbage_names_field_and_value(parse, value, message):
     with pytest.raises(InvalidSetting) as caught:
         parse(value, "RAYGUARD_LIMIT_BYTES")
     assert caught.value.field == "RAYGUARD_LIMIT_BYTES"
     assert str(caught.value) == message
+
+
+# What the API server's quantity grammar refuses (and, for rayguard, a leading '+').
+@pytest.mark.parametrize("value", [
+    "+4Gi", "+1", " 4Gi", "4Gi ", "4 Gi", "4Gi\n", "2_000Mi", "٤Gi", "４Gi", "4K", "4KB", "4Mb",
+    "4gi", "4mi", "4ki", "1e", "1e1.5", "1e+", "1Gie3", "1.2.3", ".", "-", "--1", "1..5", "e3",
+    "Gi", "0x10", "NaN", "nan", "inf", "-Infinity", "1EE", "4Gi4", f"1e{2**63}", "1e1" + "0" * 5000,
+    float("nan"), float("-inf"), [4], {"a": 1},
+])
+def test_what_the_api_server_refuses_is_refused(value):
+    with pytest.raises(InvalidSetting):
+        parse_quantity(value, "--x")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1.", Decimal(1)), (".5", Decimal("0.5")), ("1.G", Decimal(10**9)), ("1e-3", Decimal("0.001")),
+    ("1E3", Decimal(1000)), ("1e+3", Decimal(1000)), ("5n", Decimal("0.000000005")),
+    ("3u", Decimal("0.000003")), ("1E", Decimal(10**18)), ("2Ei", Decimal(2 * 2**60)),
+    ("1Pi", Decimal(2**50)), ("7T", Decimal(7 * 10**12)), ("00012", Decimal(12)),
+    ("1e-20", Decimal("0.000000001")),  # the API server rounds a non-zero value up to 1n
+    ("0e999999999", Decimal(0)), ("-0", Decimal(0)), ("9223372036854775807", Decimal(2**63 - 1)),
+    ("1e-999999999999", Decimal("0.000000001")),
+])
+def test_what_the_api_server_accepts_is_accepted(value, expected):
+    assert parse_quantity(value, "--x") == expected
+
+
+@pytest.mark.parametrize("value", ["1e400", "8Ei", "9223372036854775808", "10E", "1e19", 10**30, 1e300])
+@pytest.mark.parametrize("parse", [parse_quantity, parse_bytes, parse_cpus])
+def test_overflow_is_one_invalid_setting(parse, value):
+    with pytest.raises(InvalidSetting) as caught:
+        parse(value, "--limit-bytes")
+    assert "too large" in str(caught.value)
+
+
+def test_the_largest_quantity_is_usable():
+    assert parse_bytes("7Ei", "--x") == 7 * 2**60
+    assert parse_cpus("9223372036854775807", "--x") == float(2**63 - 1)
 
 
 @pytest.mark.parametrize("parse, field", [(parse_bytes, "--limit-bytes"), (parse_cpus, "--cpus")])

@@ -111,3 +111,61 @@ def test_render_loads_neither_kopf_nor_handlers() -> None:
             "print(sorted(m for m in ('kopf', 'rayguard_operator.handlers') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+# --- what the API server would refuse: the CRD's schema and CEL rules, before the model --------
+
+def _groups(spec: dict[str, Any], *replicas: int) -> None:
+    group = spec["workerGroups"][0]
+    spec["workerGroups"] = [dict(group, name=f"g{i}", replicas=n, maxReplicas=max(n, 1))
+                            for i, n in enumerate(replicas)]
+
+
+CRD_REFUSALS = [
+    ("33-groups", lambda s: _groups(s, *[1] * 33), "spec.workerGroups: must have at most 32 items (found 33)"),
+    ("65-ray-start-params", lambda s: s["head"].update(rayStartParams={f"p{i}": i for i in range(65)}),
+     "spec.head.rayStartParams: must have at most 64 properties (found 65)"),
+    ("password-without-redis", lambda s: s.update(gcsFaultTolerance={"passwordSecret": {"name": "r", "key": "p"}}),
+     "spec.gcsFaultTolerance: passwordSecret needs redisAddress"),
+    ("replicas-above-cap", lambda s: s["workerGroups"][0].update(replicas=1001, maxReplicas=1000),
+     "spec.workerGroups[0].replicas: must be at most 1000 (found 1001)"),
+    ("workers-above-cluster-cap", lambda s: _groups(s, 500, 500, 1),
+     "spec.workerGroups: the sum of replicas over all worker groups must be at most 1000"),
+    ("unknown-field", lambda s: s["head"].update(numCPUs=2), 'spec.head.numCPUs: unknown field "numCPUs"'),
+    ("no-memory-limit", lambda s: s["head"].update(resources={"limits": {"cpu": "1"}}),
+     "spec.head.resources: resources.limits.memory is required, rayguard sizes Ray from it"),
+]
+
+
+def _bad_file(tmp_path: Path, edit: Any) -> Path:
+    body = yaml.safe_load((REPO / "examples" / "raycluster-minimal.yaml").read_text())
+    edit(body["spec"])
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+@pytest.mark.parametrize("edit,line", [c[1:] for c in CRD_REFUSALS], ids=[c[0] for c in CRD_REFUSALS])
+def test_what_the_api_server_refuses_exits_2_with_one_line(tmp_path: Path, edit: Any, line: str) -> None:
+    path = _bad_file(tmp_path, edit)
+    result = rayguard("render", "-f", str(path))
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr == f"rayguard render: {path}: {line}\n"
+
+
+def test_local_up_refuses_the_same_before_starting_anything(tmp_path: Path) -> None:
+    edit, line = CRD_REFUSALS[0][1:]
+    path = _bad_file(tmp_path, edit)
+    result = rayguard("local", "up", str(path))
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr == f"rayguard local: {path}: {line}\n"
+
+
+def test_a_cluster_at_the_caps_renders(tmp_path: Path) -> None:
+    body = yaml.safe_load((REPO / "examples" / "raycluster-minimal.yaml").read_text())
+    _groups(body["spec"], 1000)
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(body))
+    result = rayguard("render", "-f", str(path), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert sum(1 for i in json.loads(result.stdout)["items"] if i["kind"] == "Pod") == 1001

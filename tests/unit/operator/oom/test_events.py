@@ -1,4 +1,7 @@
-"""oom_events: aggregated, rate-limited OOM Events, with a fake Event API and a fake clock."""
+"""oom_events: aggregated, rate-limited OOM Events, with a fake Event API and a fake clock.
+
+The fake has no `get`: the chart grants events only create and patch, so a read would be a
+403 in a cluster. A patch of `{}` (the read after a 409) is recorded as "read"."""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from rayguard_operator.errors import KubeApiError
 from rayguard_operator.manifests.events import EventNote
-from rayguard_operator.oom.events import EventAggregator, event_name, format_time, parse_time
+from rayguard_operator.oom.events import EVENT_TTL_S, EventAggregator, event_name, format_time, parse_time
 from rayguard_operator.oom.messages import AggregationKey
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -23,16 +27,13 @@ class Clock:
 
 
 class FakeEventApi:
-    """Events by (namespace, name); every call is recorded."""
+    """Events by (namespace, name); every call is recorded. Like the API server, create and
+    patch answer the stored object; patching a missing Event is a 404."""
     def __init__(self) -> None:
         self.events: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail_create: Exception | None = None
         self.created_meanwhile: dict[str, Any] | None = None
-
-    def get_event(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self.calls.append(("get", name))
-        return copy.deepcopy(self.events.get((namespace, name)))
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         self.calls.append(("create", obj["metadata"]["name"]))
@@ -44,13 +45,15 @@ class FakeEventApi:
         if slot in self.events:
             return None  # 409
         self.events[slot] = copy.deepcopy(obj)
-        return obj
+        return copy.deepcopy(obj)
 
     def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(("patch", name))
+        self.calls.append(("patch" if patch else "read", name))
+        if (namespace, name) not in self.events:
+            raise KubeApiError("patch", f"Event {namespace}/{name}", 404, "NotFound")
         merged = {**self.events[(namespace, name)], **copy.deepcopy(patch)}  # a merge patch: None deletes
         self.events[(namespace, name)] = {k: v for k, v in merged.items() if v is not None}
-        return self.events[(namespace, name)]
+        return copy.deepcopy(self.events[(namespace, name)])
 
 
 def cluster_obj(name: str = "demo") -> dict[str, Any]:
@@ -84,7 +87,7 @@ def test_first_kill_creates_one_event_with_a_stable_name() -> None:
     assert agg.flush() == 1
     name = f"demo.oom-{key().digest()}"
     assert event_name(cluster_obj(), key()) == name and list(api.events) == [(NS, name)]
-    assert api.calls == [("get", name), ("create", name)]
+    assert api.calls == [("create", name)]
     event = only_event(api)
     assert [event[k] for k in ("count", "message", "reason", "type", "firstTimestamp", "lastTimestamp")] == [
         1, "first", "MemoryMonitorKill", "Warning", "2023-11-14T22:13:20Z", "2023-11-14T22:13:20Z"]
@@ -100,7 +103,7 @@ def test_repeat_within_window_patches_count_and_series() -> None:
     agg.add("demo", cluster_obj(), key(), note("second"))
     assert agg.flush() == 1
     name = f"demo.oom-{key().digest()}"
-    assert api.calls[2:] == [("get", name), ("patch", name)]
+    assert api.calls[1:] == [("patch", name)]  # the count comes from the answer to the create
     event = only_event(api)
     assert event["count"] == 2 and event["message"] == "second"
     assert (event["firstTimestamp"], event["lastTimestamp"]) == ("2023-11-14T22:13:20Z", "2023-11-14T22:23:19Z")
@@ -149,7 +152,7 @@ def test_many_adds_before_a_flush_are_one_write() -> None:
         clock.now = T0 + i
         agg.add("demo", cluster_obj(), key(), note(f"kill {i}"))
     assert agg.pending_count == 1 and agg.flush() == 1
-    assert [c[0] for c in api.calls] == ["get", "create"]
+    assert [c[0] for c in api.calls] == ["create"]
     event = only_event(api)
     assert (event["count"], event["message"], event["lastTimestamp"]) == (4, "kill 3", format_time(T0 + 3))
 
@@ -201,8 +204,8 @@ def test_flush_of_one_cluster_touches_only_it() -> None:
     agg.add("b", cluster_obj("b"), key(cluster="b"), note())
     assert agg.flush("a") == 1
     name_a = f"a.oom-{key(cluster='a').digest()}"
-    assert api.calls == [("get", name_a), ("create", name_a)] and agg.pending_count == 1
-    assert agg.flush("c") == 0 and len(api.calls) == 2
+    assert api.calls == [("create", name_a)] and agg.pending_count == 1
+    assert agg.flush("c") == 0 and len(api.calls) == 1
     assert agg.flush("b") == 1 and agg.pending_count == 0
 
 
@@ -213,7 +216,7 @@ def test_create_conflict_falls_back_to_patching() -> None:
                              "firstTimestamp": format_time(T0 - 60), "lastTimestamp": format_time(T0 - 10)}
     agg.add("demo", cluster_obj(), key(), note("mine"))
     assert agg.flush() == 1
-    assert api.calls == [("get", name), ("create", name), ("get", name), ("patch", name)]
+    assert api.calls == [("create", name), ("read", name), ("patch", name)]
     event = only_event(api)
     assert (event["count"], event["message"], event["firstTimestamp"], event["lastTimestamp"]) == (
         4, "mine", format_time(T0 - 60), "2023-11-14T22:13:20Z")
@@ -242,3 +245,65 @@ def test_writes_total_counts_writes_before_an_error() -> None:
     with pytest.raises(RuntimeError):
         agg.flush()
     assert (only_event(api)["count"], agg.writes_total) == (2, 2)
+
+
+def test_after_a_restart_the_event_is_found_by_creating_it() -> None:
+    """A new aggregator (the operator restarted) knows nothing: its create meets 409, a patch
+    of `{}` answers the stored Event, and the count goes on from there. Then it remembers."""
+    api, clock, agg = make()
+    for offset in (0, 60):
+        clock.now = T0 + offset
+        agg.add("demo", cluster_obj(), key(), note())
+        agg.flush()
+    restarted = EventAggregator(api, clock)
+    clock.now = T0 + 120
+    restarted.add("demo", cluster_obj(), key(), note("after"))
+    assert restarted.flush() == 1
+    name = f"demo.oom-{key().digest()}"
+    assert api.calls[-3:] == [("create", name), ("read", name), ("patch", name)]
+    event = only_event(api)
+    assert (event["count"], event["message"], event["firstTimestamp"]) == (3, "after", format_time(T0))
+    clock.now = T0 + 180
+    restarted.add("demo", cluster_obj(), key(), note())
+    restarted.flush()
+    assert api.calls[-1] == ("patch", name) and only_event(api)["count"] == 4
+
+
+def test_an_expired_event_is_created_afresh() -> None:
+    api, clock, agg = make()
+    agg.add("demo", cluster_obj(), key(), note())
+    agg.flush()
+    api.events.clear()  # the API server's event TTL
+    clock.now = T0 + 60
+    agg.add("demo", cluster_obj(), key(), note("later"))
+    assert agg.flush() == 1
+    name = f"demo.oom-{key().digest()}"
+    assert api.calls == [("create", name), ("patch", name), ("create", name)]
+    event = only_event(api)
+    assert (event["count"], event["message"], event["firstTimestamp"]) == (1, "later", format_time(T0 + 60))
+
+
+def test_what_was_written_is_forgotten_after_the_window_and_ttl() -> None:
+    api, clock, agg = make()
+    agg.add("demo", cluster_obj(), key("ray::old"), note())
+    agg.flush()
+    assert len(agg._written) == 1
+    clock.now = T0 + agg.window_s + EVENT_TTL_S + 1
+    agg.add("demo", cluster_obj(), key("ray::new"), note())
+    agg.flush()
+    assert [n for (_, n) in agg._written] == [f"demo.oom-{key('ray::new').digest()}"]
+
+
+def test_other_api_errors_are_not_taken_for_an_expired_event() -> None:
+    api, clock, agg = make()
+    agg.add("demo", cluster_obj(), key(), note())
+    agg.flush()
+
+    def forbidden(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        raise KubeApiError("patch", f"Event {namespace}/{name}", 403, "Forbidden", "events is forbidden")
+
+    api.patch_event = forbidden  # type: ignore[method-assign]
+    agg.add("demo", cluster_obj(), key(), note())
+    with pytest.raises(KubeApiError, match="403 Forbidden"):
+        agg.flush()
+    assert agg.pending_count == 1 and [c[0] for c in api.calls] == ["create"]

@@ -13,7 +13,9 @@ from rayguard_operator import names
 from rayguard_operator.errors import KubeApiError
 from rayguard_operator.kube.api import KubeApi
 from rayguard_operator.kube.protocols import EventApi, SyncerApi, TrackerApi
+from rayguard_operator.reconcile.actions import MAX_POD_CREATES_PER_PASS
 from rayguard_operator.reconcile.syncer import Syncer, SyncResult
+from rayguard_operator.spec.model import MAX_GROUP_REPLICAS
 from rayguard_operator.settings import OperatorSettings
 from tests.paths import REPO_ROOT
 
@@ -306,6 +308,39 @@ def test_an_invalid_spec_seen_again_writes_nothing() -> None:
     result = syncer.sync(NS, NAME)
     assert api.calls == [("get_cluster", NAME)]
     assert result is not None and not result.valid and not result.status_patched
+
+
+def test_a_stored_spec_above_the_scale_caps_is_invalid_and_touches_no_child() -> None:
+    """Stored before the CRD had the caps: the model refuses it as the CRD now would."""
+    body = cluster_body()
+    body["spec"]["workerGroups"][0].update(replicas=MAX_GROUP_REPLICAS + 1, maxReplicas=MAX_GROUP_REPLICAS + 1)
+    api, syncer = make(body)
+    result = syncer.sync(NS, NAME)
+    assert result is not None and not result.valid and api.objects == {}
+    assert result.error is not None and result.error.startswith("spec.workerGroups[0].replicas: must be at most")
+    assert conditions(api.cluster["status"])["SpecValid"][:2] == ("False", "InvalidSpec")
+
+
+# --- bounded batches ----------------------------------------------------------------------
+
+def test_a_large_group_is_created_one_batch_per_pass_and_status_follows() -> None:
+    body = cluster_body()
+    body["spec"]["workerGroups"][0].update(replicas=120, maxReplicas=120)
+    api, syncer = make(body)
+    counter = itertools.count()
+    syncer.new_name = lambda prefix: f"{prefix}{next(counter):05d}"
+    per_pass = []
+    for _ in range(6):
+        result = syncer.sync(NS, NAME)
+        assert result is not None and result.valid and result.error is None
+        per_pass.append(sum(1 for a in result.actions if a.kind == "Pod"))
+        if not result.actions:
+            break
+    assert MAX_POD_CREATES_PER_PASS == 50 and per_pass == [50, 50, 21, 0]  # 121 pods: the head, 120 workers
+    assert sum(1 for kind, _ in api.objects if kind == "Pod") == 121
+    status = api.cluster["status"]
+    assert (status["workersDesired"], status["workersReady"]) == (120, 0)
+    assert conditions(status)["WorkersReady"][2] == "cpu: 0/120 ready"
 
 
 # --- a cluster gone or going --------------------------------------------------------------

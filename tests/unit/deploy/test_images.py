@@ -1,0 +1,70 @@
+"""The images are reproducible: an exact base tag, every Python package at the version in
+constraints.txt, and that file matching what this environment really has installed."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from tests.paths import REPO_ROOT
+
+DOCKERFILES = [REPO_ROOT / "node_image" / "Dockerfile", REPO_ROOT / "operator" / "Dockerfile"]
+CONSTRAINTS = REPO_ROOT / "constraints.txt"
+# python:MAJOR.MINOR.PATCH-slim-DEBIAN, optionally @sha256:...
+EXACT_BASE = re.compile(r"^FROM python:3\.\d+\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?$")
+
+
+def pins() -> dict[str, str]:
+    found = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin (name==version)"
+            found[name.lower().replace("_", "-")] = version
+    return found
+
+
+def test_constraints_pin_ray_and_the_operators_stack() -> None:
+    pinned = pins()
+    assert pinned["ray"] == "2.60.0"
+    for name in ("kopf", "kubernetes", "psutil", "pyyaml", "redis", "prometheus-client"):
+        assert name in pinned, name
+
+
+def test_what_is_installed_is_what_constraints_txt_says() -> None:
+    installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()}
+    wrong = {name: (version, installed[name]) for name, version in pins().items()
+             if name in installed and installed[name] != version}
+    assert wrong == {}, "installed versions differ from constraints.txt: (pinned, installed)"
+    # The project's own runtime dependencies are all pinned.
+    requires = metadata.requires("rayguard") or []
+    names = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower().replace("_", "-")
+             for r in requires if "extra ==" not in r}
+    assert names - set(pins()) == set()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_pins_its_base_and_its_packages(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    froms = [line.strip() for line in text.splitlines() if line.startswith("FROM ")]
+    assert froms and all(EXACT_BASE.match(line) for line in froms), froms
+    installs = [line for line in text.splitlines() if "pip install" in line]
+    assert installs and all("-c /src/constraints.txt" in line for line in installs), installs
+    assert "constraints.txt" in text.split("pip install", 1)[0]  # copied before the first install
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_nothing_is_fetched_at_run_time(dockerfile: Path) -> None:
+    runtime = [line for line in dockerfile.read_text().splitlines()
+               if line.startswith(("CMD", "ENTRYPOINT"))]
+    assert runtime and not any(word in line for line in runtime for word in ("pip", "curl", "wget", "apt"))
+
+
+def test_a_loose_pin_would_be_refused() -> None:
+    assert not EXACT_BASE.match("FROM python:3.11-slim")
+    assert not EXACT_BASE.match("FROM python:latest")
+    assert EXACT_BASE.match("FROM python:3.11.14-slim-bookworm@sha256:" + "a" * 64)
