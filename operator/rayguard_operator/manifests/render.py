@@ -40,14 +40,55 @@ def _pod_name(cluster: ClusterModel, group: NodeGroup, _index: int) -> str:
     return prefix + SUFFIX_PLACEHOLDER
 
 
-def load_cluster(path: Path) -> dict[str, Any]:
-    """The one RayCluster in the file, as written, once the API server would accept it."""
+# The API server takes requests of at most 3 MiB; a RayCluster is a few KiB.
+MAX_FILE_BYTES = 3 * 1024 * 1024
+# Nodes of the parsed document, aliases expanded: far above any real RayCluster, far below what
+# an alias bomb ("billion laughs") would expand to.
+MAX_NODES = 200_000
+MAX_DEPTH = 64
+
+
+def _read(path: Path) -> str:
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as error:
         raise RenderError(f"{path}: cannot read ({error.strerror})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise RenderError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, more than the API server accepts")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RenderError(f"{path}: not UTF-8 text (byte {error.start})") from None
+
+
+def _check_size(path: Path, document: Any) -> None:
+    """Refuse a document with too many nodes or too deep, counting aliases as often as used."""
+    seen, stack = 0, [(document, 0)]
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES or depth > MAX_DEPTH:
+            raise RenderError(f"{path}: the document is too large or too deeply nested"
+                              f" (at most {MAX_NODES} values, {MAX_DEPTH} levels)")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def load_cluster(path: Path) -> dict[str, Any]:
+    """The one RayCluster in the file, as written, once the API server would accept it."""
+    text = _read(path)
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
         raise RenderError(f"{path}: not YAML ({str(error).splitlines()[0]})") from None
+    except RecursionError:
+        raise RenderError(f"{path}: the document is nested too deeply") from None
+    for document in documents:
+        _check_size(path, document)
     if len(documents) != 1 or not isinstance(documents[0], dict):
         raise RenderError(f"{path}: expected exactly one RayCluster document, found {len(documents)}")
     body = documents[0]

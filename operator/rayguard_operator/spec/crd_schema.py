@@ -25,6 +25,7 @@ operator finds it without the repository.
 from __future__ import annotations
 
 import copy
+import math
 import functools
 import importlib.resources
 import re
@@ -50,7 +51,7 @@ class CrdError:
     """One rejection. ``source`` says which mechanism rejected it."""
 
     path: str
-    source: str  # "type-meta" | "unknown-field" | "schema" | "list-map" | "cel"
+    source: str  # "type-meta" | "decode" | "unknown-field" | "schema" | "list-map" | "cel"
     message: str
 
     def __str__(self) -> str:
@@ -312,6 +313,30 @@ def _by_path(err: jsonschema.ValidationError) -> list[tuple[int, int, str]]:
     return [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in err.absolute_path]
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _unencodable(value: Any, path: str) -> list[CrdError]:
+    """What a request body cannot carry to the API server: integers beyond 64 bits, NaN or
+    infinities (YAML's .nan and .inf have no JSON form), and keys that are not strings."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        return [CrdError(path or "(object)", "decode", "integer out of range: at most 64 bits")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [CrdError(path or "(object)", "decode", f"{value} is not a number JSON can carry")]
+    if isinstance(value, dict):
+        odd = next((k for k in value if not isinstance(k, str)), None)
+        if odd is not None:
+            return [CrdError(path or "(object)", "decode", f"keys must be strings, found {odd!r}")]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _unencodable(item, child_path(path, key))
+        if found:
+            return found
+    return []
+
+
 def crd_errors(obj: dict[str, Any]) -> list[CrdError]:
     """Every reason the API server would reject ``obj``, in the order it checks them."""
     errors: list[CrdError] = []
@@ -319,6 +344,9 @@ def crd_errors(obj: dict[str, Any]) -> list[CrdError]:
         errors.append(CrdError("apiVersion", "type-meta", f"must be {names.API_VERSION}"))
     if obj.get("kind") != names.KIND:
         errors.append(CrdError("kind", "type-meta", f"must be {names.KIND}"))
+    errors.extend(_unencodable(obj, ""))
+    if errors and errors[-1].source == "decode":
+        return errors  # the API server would not get past decoding the request
     schema = version_schema()
     value = copy.deepcopy(obj)
     _normalize(value, schema, "", errors)

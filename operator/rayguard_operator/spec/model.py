@@ -142,7 +142,9 @@ def _obj(value: Any, path: str, required: bool = False) -> dict[str, Any]:
 
 
 def _int(data: Mapping[str, Any], key: str, path: str, default: int | None, minimum: int = 0) -> int | None:
-    value = data.get(key, default)
+    value = data.get(key)
+    if value is None:  # absent or null: the API server drops a null and applies the default
+        value = default
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
