@@ -21,7 +21,7 @@ import kubernetes.client
 from testkit.kube import api_client, load_rayguard_crd
 from testkit.kube.emulator import WRITE_METHODS, ApiEmulator
 from testkit.kube.semantics import api_error, field_value, parse_field_selector, parse_label_selector, \
-    parse_path, selected
+    resource_of, selected
 
 BENCH_AGENT = "rayguard-bench"
 KOPF_AGENT = "kopf/"
@@ -40,10 +40,7 @@ class Request(NamedTuple):
 
     @property
     def resource(self) -> str:
-        info = parse_path(self.path)
-        if info.plural is None:
-            return self.path
-        return f"{info.plural}/{info.subresource}" if info.subresource else info.plural
+        return resource_of(self.path)
 
     @property
     def origin(self) -> str:

@@ -33,7 +33,7 @@ from kmock._internal.rendering import StreamingError  # no public name for it in
 
 from .rbac import Authorizer, Decision
 from .semantics import REASONS, api_error, field_value, parse_field_selector, parse_label_selector, \
-    parse_path, parse_request, selected
+    parse_request, resource_of, selected
 from .store import ObjectStore, load_rayguard_crd
 
 WRITE_METHODS = frozenset({'POST', 'PUT', 'PATCH', 'DELETE'})
@@ -47,11 +47,7 @@ class Write(NamedTuple):
 
     @property
     def resource(self) -> str:
-        """`pods`, `rayclusters`, `rayclusters/status`, ...; the path itself if not an API path."""
-        info = parse_path(self.path)
-        if info.plural is None:
-            return self.path
-        return f'{info.plural}/{info.subresource}' if info.subresource else info.plural
+        return resource_of(self.path)
 
 
 @attrs.define(kw_only=True)

@@ -63,6 +63,14 @@ def parse_path(path: str) -> PathInfo:
                      rest[1] if len(rest) > 1 else None, '/'.join(rest[2:]) or None)
 
 
+
+def resource_of(path: str) -> str:
+    """`pods`, `rayclusters`, `rayclusters/status`, ...; the path itself if not an API path."""
+    info = parse_path(path)
+    if info.plural is None:
+        return path
+    return f'{info.plural}/{info.subresource}' if info.subresource else info.plural
+
 def guess_action(method: str, name: str | None, params: Mapping[str, str]) -> kmock.action | None:
     if method == 'GET':
         return (kmock.action.WATCH if params.get('watch') in {'true', '1'} else
