@@ -12,7 +12,6 @@ CRDs it is given. :class:`testkit.kube.emulator.ApiEmulator` builds on it with t
 from __future__ import annotations
 
 import copy
-import datetime
 import pathlib
 import random
 import uuid
@@ -22,6 +21,8 @@ from typing import Any
 import attrs
 import kmock
 import yaml
+
+from rayguard_node.contract.rfc3339 import now_seconds
 
 from .semantics import api_error, apply_patch
 
@@ -44,8 +45,6 @@ BUILTINS: dict[str, tuple[str, bool, frozenset[str]]] = {
 }
 
 
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 @attrs.define(kw_only=True)
@@ -213,7 +212,7 @@ class ObjectStore(kmock.KubernetesEmulator):
         if not meta.get('finalizers'):
             await self._remove(key)
         elif not meta.get('deletionTimestamp'):
-            meta.update(deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0,
+            meta.update(deletionTimestamp=now_seconds(), deletionGracePeriodSeconds=0,
                         generation=int(meta.get('generation', 0)) + 1,
                         resourceVersion=self._next_revision())
             self._store(key, obj)
@@ -254,7 +253,7 @@ class ObjectStore(kmock.KubernetesEmulator):
         info = self.resources[resource]
         obj['apiVersion'] = f'{resource.group}/{resource.version}'.lstrip('/')
         obj['kind'] = info.kind
-        obj['metadata'].update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(),
+        obj['metadata'].update(uid=str(uuid.uuid4()), creationTimestamp=now_seconds(),
                                resourceVersion=self._next_revision(), generation=1)
 
     def _next_revision(self) -> str:

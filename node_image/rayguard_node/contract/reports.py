@@ -115,7 +115,6 @@ class Report:
             raise MalformedReport(f"malformed report: missing or wrong field {error}") from None
 
 
-now_rfc3339 = now_millis  # the old name, still imported by tests/unit/node/contract/test_reports.py
 
 
 # The OOM vocabulary: who killed, in words. stdout (Report.message) and the Kubernetes Event

@@ -38,7 +38,6 @@ WRITES_PER_MINUTE_PER_CLUSTER = 30
 EVENT_TTL_S = 3600.0
 
 # The old names of the shared helpers, still imported by tests/unit/operator/oom/test_events.py.
-parse_time, format_time = rfc3339.parse, rfc3339.format_seconds
 
 
 def event_name(involved: Mapping[str, Any], key: AggregationKey) -> str:

@@ -8,11 +8,13 @@ from datetime import datetime, timezone
 
 import pytest
 
+from rayguard_node.contract import rfc3339
+
 from rayguard_node.errors import MalformedReport
 
 from rayguard_node.contract.reports import (KERNEL_OOM_KILL, KINDS, GUARD_KILL, QUOTA_EXCEEDED,
                                    RAY_MONITOR_KILL, Identity, NodeUsage, Report, TopEntry, Victim,
-                                   new_report, now_rfc3339)
+                                   new_report)
 
 MiB, GiB = 1024**2, 1024**3
 IDENTITY = Identity("demo", "default", "demo-worker-cpu-x7k2p", "cpu", "worker")
@@ -168,7 +170,7 @@ def test_message_is_the_event_text_and_names_the_largest_users():
 
 
 def test_time_is_rfc3339_utc_with_z():
-    stamp = now_rfc3339()
+    stamp = rfc3339.now_millis()
     assert RFC3339_Z.match(stamp), stamp
     parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     assert parsed.tzinfo == timezone.utc

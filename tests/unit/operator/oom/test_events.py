@@ -12,7 +12,9 @@ import pytest
 
 from rayguard_operator.errors import KubeApiError
 from rayguard_operator.manifests.events import EventNote
-from rayguard_operator.oom.events import EVENT_TTL_S, EventAggregator, event_name, format_time, parse_time
+from rayguard_node.contract.rfc3339 import format_seconds as format_time
+from rayguard_node.contract.rfc3339 import parse as parse_time
+from rayguard_operator.oom.events import EVENT_TTL_S, EventAggregator, event_name
 from rayguard_operator.oom.messages import AggregationKey
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
