@@ -1,26 +1,34 @@
-"""The OOM race, side by side in one run: who stops a task that outgrows its cgroup, how fast,
+"""The OOM race, side by side in one run: who stops tasks that outgrow their cgroup, how fast,
 and what the driver is told.
 
-Setup: one memory cgroup (3 GiB by default). A Ray head runs inside it with one CPU. A driver,
-outside the cgroup, submits one task (`max_retries=0`) that commits memory in chunks at a set
-pace, up to 6 GiB: about 256 MiB/s, about 1 GiB/s, and as fast as it can ("max").
+Setup: one memory cgroup (3 GiB by default), v1 or v2, whichever this host can write. A Ray
+head runs inside it with N CPUs. A driver, outside the cgroup, first starts N workers, then
+submits N tasks at once (`max_retries=0`), each committing memory in chunks at a set pace, up
+to 6 GiB each: about 256 MiB/s, about 1 GiB/s, or as fast as it can ("max"). N is 1, the
+machine's CPUs and twice that by default (`--tasks 1,cpus,2cpus`).
 
 Rows:
-  ray-nested       Ray alone, in a nested cgroup: Ray is blind to the limit.
-  ray-pod          Ray alone, with the pod view: the cgroup is bind-mounted at the root path
-                   in a private mount namespace, so Ray sees the limit.
-  rayguard-nested  `rayguard-node run` (defaults) in the nested cgroup: the guard is primary.
-  rayguard-pod     `rayguard-node run` (defaults) with the pod view: the guard is a backstop
-                   behind Ray's own monitor.
+  ray-nested             Ray alone, in a nested cgroup: Ray is blind to the limit.
+  ray-pod                Ray alone, with the pod view (v1: the cgroup bind-mounted at the root
+                         path in a private mount namespace; v2: a new cgroup namespace with a
+                         fresh cgroup2 mount), so Ray sees the limit.
+  rayguard-nested-fixed  `rayguard-node run` in the nested cgroup (the guard is primary), with
+                         the fixed 50 ms poll rayguard had before the adaptive guard.
+  rayguard-nested        the same with defaults: the adaptive guard (2 to 50 ms).
+  rayguard-pod-fixed     `rayguard-node run` with the pod view (the guard is a backstop behind
+                         Ray's own monitor), fixed 50 ms poll.
+  rayguard-pod           the same with defaults: the adaptive guard.
 
-Columns: the rate the task really reached (working set from 50% to 85% of the limit), what the
-driver saw (the exception type), the kernel's oom_kill count, the peak working set as a fraction
+Columns: the rate the whole cgroup really reached (working set from 50% to 85% of the limit),
+what the driver saw (the exception types, one per task that failed), the kills each killer
+made (rayguard/Ray/kernel), the kernel's oom_kill count, the peak working set as a fraction
 of the limit, the threshold the latency is measured from, the latency from crossing it to the
-kill ("kill ms") and to the memory being back ("freed ms"), and who killed.
+kill of the first task ("kill ms") and to the memory being back ("freed ms"), and who killed
+first.
 
 The bench samples the cgroup from its own thread every ~2 ms (usage minus total_inactive_file,
 as the kubelet and the guard compute it) and watches the task's process (`ray::hog`, found by
-its cmdline). "Killed" is the first sample where the process has started to exit (PF_EXITING in
+its cmdline). "Killed" is the first sample where one of them has started to exit (PF_EXITING in
 /proc/PID/stat, or a zombie, or gone), whoever sent the signal; "freed" is the first sample
 after that with the working set under half the limit (a worker's leader thread can be a zombie
 while another thread is still freeing its pages, so the pid is not a good signal for that).
@@ -38,11 +46,12 @@ default guard refresh (50 ms) and at 250 ms.
 Targets for the rayguard rows: no kernel OOM kill at 256 MiB/s and 1 GiB/s with defaults;
 kill latency <= guard refresh + 20 ms; monitor overhead <= 1% of one core at the default refresh.
 
-Needs root and a writable cgroup v1 memory controller. Every cgroup and temp dir it makes is
-removed at the end, whatever happens.
+Needs root and a writable memory cgroup (v1, or v2 where this process's cgroup can delegate:
+its processes move to a leaf for the run and back at the end). Every cgroup and temp dir it
+makes is removed at the end, whatever happens.
 
 Run, from the repository root:
-  .venv/bin/python -m bench.oom_race [--rates 256,1024,max] [--rows ray-nested,...]
+  .venv/bin/python -m bench.oom_race [--rates max] [--tasks 1,cpus,2cpus] [--rows ray-pod,...]
                                      [--limit-gib 3] [--repeat N] [--json out.json]
                                      [--keep-logs DIR] [--overhead-seconds 20]
 """
@@ -63,7 +72,7 @@ from typing import Any
 from bench.harness.oom_race_cell import GiB, RATES, ROWS, TOTAL_BYTES, Cell, run_cell
 from bench.harness.output import column_table, load_line
 from bench.harness.ray_nodes import measure_overhead
-from rayguard_node.cgroup.scratch import why_not_writable, writable_v1_parent
+from rayguard_node.cgroup.scratch import open_scratch_parent, why_not_writable
 
 SLOW_RATE = 0.6  # a measured rate under this share of the target is flagged in the table
 
@@ -76,13 +85,46 @@ def measured_label(cell: Cell) -> str:
     if cell.measured_rate_mib_s is None:
         return "-"
     target = RATES[cell.rate][1]
-    slow = target is not None and cell.measured_rate_mib_s < SLOW_RATE * target
+    slow = target is not None and cell.measured_rate_mib_s < SLOW_RATE * target * cell.tasks
     return f"{cell.measured_rate_mib_s:.0f} MiB/s" + (" !" if slow else "")
 
 
+def driver_saw(cell: Cell) -> str:
+    if cell.error:
+        return "ERROR: " + cell.error[:40]
+    if not cell.driver_errors:
+        return cell.driver_error or "(survived)"
+    counts: dict[str, int] = {}
+    for error in cell.driver_errors:
+        counts[error] = counts.get(error, 0) + 1
+    survived = cell.tasks - len(cell.driver_errors)
+    return ", ".join(f"{name}×{n}" if n > 1 else name for name, n in counts.items()) + (
+        f", {survived} survived" if survived > 0 else "")
+
+
+def kills_label(cell: Cell) -> str:
+    return "/".join(str(cell.kills.get(k, 0)) for k in ("rayguard", "ray", "kernel"))
+
+
+def parse_tasks(text: str, cpus: int) -> list[int]:
+    """`1,cpus,2cpus` -> [1, 16, 32] on a 16-CPU machine."""
+    counts = []
+    for word in (w.strip() for w in text.split(",") if w.strip()):
+        if word.endswith("cpus"):
+            factor = word[: -len("cpus")] or "1"
+            if not factor.isdigit():
+                raise ValueError(word)
+            counts.append(int(factor) * cpus)
+        elif word.isdigit() and int(word) > 0:
+            counts.append(int(word))
+        else:
+            raise ValueError(word)
+    return list(dict.fromkeys(counts))
+
+
 def table(cells: list[Cell]) -> str:
-    header = ["setup", "rate", "measured", "driver saw", "oom_kill", "peak ws", "threshold",
-              "kill ms", "freed ms", "who killed"]
+    header = ["setup", "tasks", "rate", "measured", "driver saw", "kills rg/ray/kernel",
+              "peak ws", "threshold", "kill ms", "freed ms", "who killed"]
     rows = []
     repeated = any(cell.run > 1 for cell in cells)
     for cell in cells:
@@ -91,10 +133,9 @@ def table(cells: list[Cell]) -> str:
         if cell.latency_ms is not None and resolution is not None and resolution > 10:
             latency += f" (±{resolution:.0f})"
         rows.append([
-            ROWS[cell.row].label + (f" #{cell.run}" if repeated else ""), rate_label(cell.rate),
-            measured_label(cell),
-            "ERROR: " + (cell.error or "")[:40] if cell.error else (cell.driver_error or "(survived)"),
-            str(cell.oom_kills), f"{cell.peak_ws_fraction:.3f}",
+            ROWS[cell.row].label + (f" #{cell.run}" if repeated else ""), str(cell.tasks),
+            rate_label(cell.rate), measured_label(cell), driver_saw(cell), kills_label(cell),
+            f"{cell.peak_ws_fraction:.3f}",
             "-" if cell.latency_threshold is None else f"{cell.latency_threshold:g}",
             latency, "-" if cell.released_ms is None else f"{cell.released_ms:.0f}", cell.who_killed,
         ])
@@ -103,7 +144,9 @@ def table(cells: list[Cell]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rates", default="256,1024,max", help="comma-separated: 256,1024,max")
+    parser.add_argument("--rates", default="max", help="comma-separated: 256,1024,max")
+    parser.add_argument("--tasks", default="1,cpus,2cpus",
+                        help="tasks allocating at once, comma-separated: a number, cpus or 2cpus")
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated: " + ",".join(ROWS))
     parser.add_argument("--limit-gib", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each cell (noisy machines)")
@@ -124,10 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         if row not in ROWS:
             parser.error(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
-    parent = writable_v1_parent()
+    cpus = os.cpu_count() or 1
+    try:
+        task_counts = parse_tasks(args.tasks, cpus)
+    except ValueError as error:
+        parser.error(f"bad --tasks entry {error}; use numbers, cpus or 2cpus")
+    reason = why_not_writable()
+    parent = open_scratch_parent() if reason is None else None
     if parent is None:
-        print(f"oom_race needs a writable cgroup v1 memory controller: {why_not_writable()}",
-              file=sys.stderr)
+        print(f"oom_race needs a writable memory cgroup: {reason}", file=sys.stderr)
         return 2
     limit_bytes = int(args.limit_gib * GiB)
 
@@ -142,14 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     overhead: list[dict[str, Any]] = []
     interrupted_run = False
     try:
-        for row_key, rate, run in itertools.product(rows, rates, range(1, args.repeat + 1)):
+        for tasks, row_key, rate, run in itertools.product(task_counts, rows, rates,
+                                                           range(1, args.repeat + 1)):
             t0 = time.monotonic()
-            keep = None if args.keep_logs is None else args.keep_logs / f"run{run}"
-            cell = run_cell(parent, ROWS[row_key], rate, limit_bytes, keep)
+            keep = None if args.keep_logs is None else args.keep_logs / f"run{run}-n{tasks}"
+            cell = run_cell(parent, ROWS[row_key], rate, limit_bytes, keep, tasks)
             cell.run = run
             cells.append(cell)
-            print(f"[{time.monotonic() - started:6.0f}s] {row_key:<16} {rate:>4} #{run}: "
-                  f"{cell.driver_error or 'survived'}, oom_kill={cell.oom_kills},"
+            print(f"[{time.monotonic() - started:6.0f}s] {row_key:<21} n={tasks:<3} {rate:>4} #{run}: "
+                  f"{driver_saw(cell)}, kills={kills_label(cell)}, oom_kill={cell.oom_kills},"
                   f" peak={cell.peak_ws_fraction:.3f}, kill={cell.latency_ms} ms,"
                   f" freed={cell.released_ms} ms, killed by {cell.who_killed}, load {cell.load1}"
                   f" ({time.monotonic() - t0:.0f}s)"
@@ -163,11 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         interrupted_run = True
         print("interrupted: printing what was measured", file=sys.stderr)
+    finally:
+        parent.close()
     load_after = os.getloadavg()
 
     print()
-    print(f"OOM race: {args.limit_gib:g} GiB cgroup, one task allocating up to "
-          f"{TOTAL_BYTES // GiB} GiB; working set = usage - total_inactive_file")
+    per_task = max(TOTAL_BYTES, 2 * limit_bytes)
+    print(f"OOM race: {args.limit_gib:g} GiB cgroup v{parent.version}, {cpus} CPUs, N tasks each"
+          f" allocating up to {per_task / GiB:g} GiB; working set = usage - inactive file")
     print(table(cells))
     if any(measured_label(c).endswith("!") for c in cells):
         print(f"! measured rate (working set from 50% to 85% of the limit) under {SLOW_RATE:.0%} of"
@@ -180,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps({
             "limit_bytes": limit_bytes, "total_bytes": TOTAL_BYTES, "rates": rates,
+            "tasks": task_counts, "cgroup_version": parent.version,
             "cells": [asdict(c) for c in cells], "overhead": overhead,
             "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after,
             "seconds": round(time.monotonic() - started, 1)}, indent=2))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from rayguard_node.cgroup.scratch import MemoryCgroup, why_not_writable, writable_v1_parent
+from rayguard_node.cgroup.scratch import open_scratch_parent, why_not_writable
 
 GiB = 1024**3
 RAY_PROBE = "from ray._common.utils import get_system_memory; print(get_system_memory())"
@@ -26,14 +26,14 @@ def banner(text: str) -> None:
 
 
 def main() -> int:
-    parent = writable_v1_parent()
+    parent = open_scratch_parent() if why_not_writable() is None else None
     if parent is None:
         print(f"No cgroup rights here ({why_not_writable()}); showing this machine as it is.")
         for argv in (["detect"], ["plan", "--role", "head"], ["plan", "--role", "worker"]):
             banner("rayguard-node " + " ".join(argv))
             print(run(NODE + argv))
         return 0
-    pod = MemoryCgroup.create(parent, "rayguard-demo", 3 * GiB)
+    pod = parent.create("rayguard-demo", 3 * GiB)
     try:
         container = pod.child("container")
         banner("A container in a pod limited to 3 GiB (the limit sits on the pod cgroup)")
@@ -52,6 +52,7 @@ def main() -> int:
               " rayguard is right in both.")
     finally:
         pod.remove()
+        parent.close()
     return 0
 
 

@@ -1,8 +1,11 @@
-"""One cell of `bench.oom_race`: one setup (row) at one allocation rate, in a fresh cgroup.
+"""One cell of `bench.oom_race`: one setup (row), N tasks at one allocation rate, in a fresh
+cgroup.
 
-A driver outside the cgroup submits one task that commits memory in chunks at a set pace; the
-cell records what the driver saw, the kernel's oom_kill count, the peak working set, who
-killed the task and how long after the threshold it was crossed (see bench/oom_race.py).
+A driver outside the cgroup first starts N workers (so that the race is not against worker
+start-up), then submits N tasks at once that each commit memory in chunks at a set pace; the
+cell records what the driver saw, the kernel's oom_kill count, the peak working set, the
+kills each killer made, and how long after the threshold the first task was killed (see
+bench/oom_race.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from bench.harness.ray_nodes import RayAlone, guard_plan, keep_logs, ray_kills
 from bench.harness.sampler import MiB, Sampler
 from bench.harness.waiting import teardown
-from rayguard_node.cgroup.scratch import MemoryCgroup
+from rayguard_node.cgroup.scratch import ScratchParent
 from testkit.nodes import Node, short_temp_dir, start_node
 
 GiB = 1 << 30
@@ -42,20 +45,29 @@ class Row:
     label: str
     rayguard: bool
     pod_view: bool
+    fixed_poll: bool = False  # rayguard before the adaptive guard: every 50 ms, whatever the rate
 
 
 ROWS = {row.key: row for row in [
     Row("ray-nested", "Ray alone, nested (blind)", False, False),
     Row("ray-pod", "Ray alone, pod view", False, True),
-    Row("rayguard-nested", "Ray + rayguard, nested", True, False),
-    Row("rayguard-pod", "Ray + rayguard, pod view", True, True),
+    Row("rayguard-nested-fixed", "rayguard fixed poll, nested", True, False, True),
+    Row("rayguard-nested", "rayguard adaptive, nested", True, False),
+    Row("rayguard-pod-fixed", "rayguard fixed poll, pod view", True, True, True),
+    Row("rayguard-pod", "rayguard adaptive, pod view", True, True),
 ]}
+FIXED_POLL_ENV = {"RAYGUARD_GUARD_MIN_REFRESH_MS": "50"}  # = the default guard period
 
 DRIVER = r'''
 import json, time, ray
 ray.init(address={address!r}, logging_level="ERROR", log_to_driver=False)
 
-@ray.remote(max_retries=0)
+@ray.remote(num_cpus=1)
+def warm():
+    time.sleep(1.0)  # held long enough that each call gets its own worker
+    return 0
+
+@ray.remote(num_cpus=1, max_retries=0)
 def hog(step, total, period):
     chunks, allocated, start = [], 0, time.monotonic()
     while allocated < total:
@@ -67,13 +79,19 @@ def hog(step, total, period):
                 time.sleep(delay)
     return allocated
 
+ray.get([warm.remote() for _ in range({tasks})], timeout=120)
 started = time.monotonic()
-try:
-    allocated = ray.get(hog.remote({step}, {total}, {period}), timeout={timeout})
-    outcome = {{"error": None, "message": "survived, %d bytes" % allocated}}
-except Exception as error:
-    lines = str(error).strip().splitlines() or [""]
-    outcome = {{"error": type(error).__name__, "message": lines[0][:300]}}
+refs = [hog.remote({step}, {total}, {period}) for _ in range({tasks})]
+errors, messages = [], []
+for ref in refs:
+    try:
+        allocated = ray.get(ref, timeout=max(1, {timeout} - (time.monotonic() - started)))
+        messages.append("survived, %d bytes" % allocated)
+    except Exception as error:
+        lines = str(error).strip().splitlines() or [""]
+        errors.append(type(error).__name__)
+        messages.append(lines[0][:300])
+outcome = {{"error": errors[0] if errors else None, "errors": errors, "message": messages[0]}}
 outcome["seconds"] = round(time.monotonic() - started, 3)
 print("OUTCOME " + json.dumps(outcome), flush=True)
 '''
@@ -83,7 +101,10 @@ print("OUTCOME " + json.dumps(outcome), flush=True)
 class Cell:
     row: str
     rate: str
+    tasks: int = 1
+    cgroup_version: int = 1
     driver_error: str | None = None
+    driver_errors: list[str] = field(default_factory=list)  # one per task that failed
     driver_message: str = ""
     driver_seconds: float | None = None
     oom_kills: int = 0
@@ -100,6 +121,7 @@ class Cell:
     measured_rate_mib_s: float | None = None
     who_killed: str = "none"
     killers: list[str] = field(default_factory=list)
+    kills: dict[str, int] = field(default_factory=dict)  # killer -> kills it made
     reports: list[str] = field(default_factory=list)
     ray_view_at_kill: str | None = None
     hog_pid: int | None = None
@@ -109,12 +131,12 @@ class Cell:
     error: str | None = None
 
 
-def run_cell(parent: Path, row: Row, rate: str, limit_bytes: int,
-             keep_dir: Path | None = None) -> Cell:
-    cell = Cell(row.key, rate, limit_bytes=limit_bytes)
+def run_cell(parent: ScratchParent, row: Row, rate: str, limit_bytes: int,
+             keep_dir: Path | None = None, tasks: int = 1) -> Cell:
+    cell = Cell(row.key, rate, tasks=tasks, cgroup_version=parent.version, limit_bytes=limit_bytes)
     step, mib_s = RATES[rate]
     period = 0.0 if mib_s is None else step / (mib_s * MiB)
-    cgroup = MemoryCgroup.create(parent, "rg-oomrace", limit_bytes)
+    cgroup = parent.create("rg-oomrace", limit_bytes)
     temp_dir = short_temp_dir("rgr-")
     node: Node | None = None
     alone: RayAlone | None = None
@@ -122,25 +144,26 @@ def run_cell(parent: Path, row: Row, rate: str, limit_bytes: int,
     driver_output = ""
     try:
         if row.rayguard:
-            plan = guard_plan(cgroup, row.pod_view)
+            plan = guard_plan(cgroup, row.pod_view, tasks)
             cell.guard_threshold, cell.guard_mode = plan["guard_threshold"], plan["guard_mode"]
-            node = start_node("head", cgroup, pod_view=row.pod_view,
-                              env={"RAYGUARD_NUM_CPUS": "1"}, temp_dir=temp_dir)
+            env = {"RAYGUARD_NUM_CPUS": str(tasks), **(FIXED_POLL_ENV if row.fixed_poll else {})}
+            node = start_node("head", cgroup, pod_view=row.pod_view, env=env, temp_dir=temp_dir)
             node.wait_ready()
             address, env = node.address, node.driver_env()
         else:
-            alone = RayAlone(cgroup, temp_dir, row.pod_view)
+            alone = RayAlone(cgroup, temp_dir, row.pod_view, num_cpus=tasks)
             alone.start()
             alone.wait_ready()
             address, env = alone.address, alone.driver_env()
         thresholds = sorted({RAY_THRESHOLD, *( [cell.guard_threshold] if cell.guard_threshold else [])})
         oom_before = cgroup.oom_kill_count()
-        (cgroup.directory / "memory.max_usage_in_bytes").write_text("0")  # reset the peak
+        cgroup.reset_peak()
         sampler = Sampler(cgroup, limit_bytes, thresholds)
         sampler.start()
         cell.load1 = round(os.getloadavg()[0], 2)
-        script = DRIVER.format(address=address, step=step, total=TOTAL_BYTES, period=period,
-                               timeout=DRIVER_GET_TIMEOUT_S)
+        total = max(TOTAL_BYTES, 2 * limit_bytes)  # one task alone must outgrow the cgroup too
+        script = DRIVER.format(address=address, step=step, total=total, period=period,
+                               timeout=DRIVER_GET_TIMEOUT_S, tasks=tasks)
         try:
             result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                                     text=True, timeout=DRIVER_TIMEOUT_S)
@@ -150,6 +173,7 @@ def run_cell(parent: Path, row: Row, rate: str, limit_bytes: int,
                 # raw_decode: anything printed after the JSON on the same line is ignored
                 outcome, _end = json.JSONDecoder().raw_decode(result.stdout, marker + len("OUTCOME "))
                 cell.driver_error = outcome["error"]
+                cell.driver_errors = outcome["errors"]
                 cell.driver_message = outcome["message"]
                 cell.driver_seconds = outcome["seconds"]
             else:
@@ -170,7 +194,8 @@ def run_cell(parent: Path, row: Row, rate: str, limit_bytes: int,
 
         cell.oom_kills = cgroup.oom_kill_count() - oom_before
         cell.peak_ws_fraction = sampler.peak_ws / limit_bytes
-        cell.peak_usage_fraction = cgroup.max_usage_bytes() / limit_bytes
+        peak_usage = cgroup.max_usage_bytes()
+        cell.peak_usage_fraction = 0.0 if peak_usage is None else peak_usage / limit_bytes
         cell.hog_pid = sampler.hog_pid
         cell.sample_count = sampler.samples
         cell.measured_rate_mib_s = sampler.measured_rate_mib_s()
@@ -194,6 +219,9 @@ def run_cell(parent: Path, row: Row, rate: str, limit_bytes: int,
         if cell.oom_kills:
             killers.append("kernel")
         cell.killers = killers
+        known_ray = set(ray_victims) - {-1}  # -1: raylet.out said it killed, but not whom
+        cell.kills = {"rayguard": len(set(guard_victims)),
+                      "ray": len(known_ray) or (1 if ray_victims else 0), "kernel": cell.oom_kills}
         # Who got the hog: the one that named it; else the kernel.
         if hog is not None and hog in guard_victims:
             first = "rayguard"

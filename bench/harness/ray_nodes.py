@@ -18,7 +18,7 @@ from typing import Any
 from bench.harness.procfs import cmdline, cpu_seconds
 from bench.harness.sampler import Sampler
 from bench.harness.waiting import teardown
-from rayguard_node.cgroup.scratch import MemoryCgroup
+from rayguard_node.cgroup.scratch import MemoryCgroup, ScratchParent
 from testkit.nodes import Node, free_port, short_temp_dir, start_node
 
 READY_TIMEOUT_S = 180
@@ -38,6 +38,7 @@ class RayAlone:
     cgroup: MemoryCgroup
     temp_dir: Path
     pod_view: bool
+    num_cpus: int = 1
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -59,7 +60,7 @@ class RayAlone:
             handle.write(secrets.token_hex(32))
         ray = Path(sys.executable).with_name("ray")
         argv = [str(ray) if ray.exists() else "ray", "start", "--head", "--block",
-                "--num-cpus=1", "--disable-usage-stats", "--include-dashboard=false",
+                f"--num-cpus={self.num_cpus}", "--disable-usage-stats", "--include-dashboard=false",
                 f"--temp-dir={self.temp_dir}", f"--port={self.port}",
                 "--node-ip-address=127.0.0.1",
                 f"--dashboard-agent-listen-port={free_port()}",
@@ -95,10 +96,10 @@ class RayAlone:
             self.process.wait()
 
 
-def guard_plan(cgroup: MemoryCgroup, pod_view: bool) -> dict[str, Any]:
+def guard_plan(cgroup: MemoryCgroup, pod_view: bool, num_cpus: int = 1) -> dict[str, Any]:
     """The plan `rayguard-node run` will compute, from the same view of the cgroup."""
     argv = [sys.executable, "-m", "rayguard_node", "plan", "--json", "--role", "head",
-            "--num-cpus", "1"]
+            "--num-cpus", str(num_cpus)]
     result = subprocess.run(cgroup.command(argv, pod_view=pod_view), env=clean_env(),
                             capture_output=True, text=True, timeout=60, check=True)
     return json.loads(result.stdout)
@@ -132,8 +133,9 @@ def keep_logs(target: Path, temp_dir: Path, sampler: Sampler | None, driver_outp
             f"{(t - origin) * 1000:.1f}\t{ws / sampler.limit:.4f}\n" for t, ws in sampler.series))
 
 
-def measure_overhead(parent: Path, limit_bytes: int, refresh_ms: int, seconds: float) -> dict[str, Any]:
-    cgroup = MemoryCgroup.create(parent, "rg-oomrace-idle", limit_bytes)
+def measure_overhead(parent: ScratchParent, limit_bytes: int, refresh_ms: int,
+                     seconds: float) -> dict[str, Any]:
+    cgroup = parent.create("rg-oomrace-idle", limit_bytes)
     temp_dir = short_temp_dir("rgr-")
     node: Node | None = None
     try:

@@ -1,5 +1,5 @@
-"""A memory cgroup's working set, sampled every ~2 ms from a thread, and the process of a Ray
-task (`ray::hog`) watched until it is killed and its memory is back."""
+"""A memory cgroup's working set, sampled every ~2 ms from a thread, and the processes of the
+Ray tasks (`ray::hog`) watched until the first is killed and the memory is back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 
 from bench.harness.procfs import cmdline, exit_state
 from rayguard_node.cgroup.files import UsageReader
-from rayguard_node.cgroup.paths import V1
 from rayguard_node.cgroup.scratch import MemoryCgroup
 
 MiB = 1 << 20
@@ -23,14 +22,15 @@ class Sampler(threading.Thread):
     def __init__(self, cgroup: MemoryCgroup, limit_bytes: int, thresholds: list[float]) -> None:
         super().__init__(name="oom-race-sampler", daemon=True)
         self.cgroup = cgroup
-        self.reader = UsageReader(cgroup.directory, V1)
+        self.reader = UsageReader(cgroup.directory, cgroup.version)
         self.limit = limit_bytes
         self.crossed: dict[float, float | None] = {t: None for t in thresholds}
         self.rate_marks: dict[float, float | None] = {0.5: None, 0.85: None}
         self.peak_ws = 0
-        self.hog_pid: int | None = None
+        self.hog_pids: set[int] = set()  # every task seen
+        self.hog_pid: int | None = None  # the first to start exiting (or the first seen)
         self.hog_seen: float | None = None
-        self.hog_killed: float | None = None  # it started to exit
+        self.hog_killed: float | None = None  # the first of them started to exit
         self.hog_gone: float | None = None  # gone or a zombie
         self.freed: float | None = None  # killed, and the working set is back under FREED_FRACTION
         self.samples = 0
@@ -50,9 +50,10 @@ class Sampler(threading.Thread):
         except OSError:
             return
         for pid in pids:
-            if cmdline(pid).startswith(b"ray::hog"):
-                self.hog_pid, self.hog_seen = pid, time.monotonic()
-                return
+            if pid not in self.hog_pids and cmdline(pid).startswith(b"ray::hog"):
+                self.hog_pids.add(pid)
+                if self.hog_pid is None:
+                    self.hog_pid, self.hog_seen = pid, time.monotonic()
 
     def run(self) -> None:
         previous = None
@@ -77,15 +78,17 @@ class Sampler(threading.Thread):
                         table[fraction] = now
             if self.hog_killed is not None and self.freed is None and ws < FREED_FRACTION * self.limit:
                 self.freed = now
-            if self.hog_pid is None:
-                if now - last_scan >= HOG_SCAN_PERIOD_S:
-                    last_scan = now
-                    self._find_hog()
-            elif self.hog_gone is None:
-                killed, gone = exit_state(self.hog_pid)
-                if killed and self.hog_killed is None:
-                    self.hog_killed = now
-                if gone:
+            if self.hog_killed is None and now - last_scan >= HOG_SCAN_PERIOD_S:
+                last_scan = now
+                self._find_hog()
+            if self.hog_killed is None:
+                for pid in self.hog_pids:
+                    killed, _gone = exit_state(pid)
+                    if killed:
+                        self.hog_killed, self.hog_pid = now, pid
+                        break
+            if self.hog_killed is not None and self.hog_gone is None and self.hog_pid is not None:
+                if exit_state(self.hog_pid)[1]:
                     self.hog_gone = now
             time.sleep(SAMPLE_PERIOD_S)
 

@@ -1,4 +1,5 @@
-"""Real cgroup v1 memory cgroups for integration tests, always removed afterwards."""
+"""Real memory cgroups (v1 or v2, whichever this host can write) for integration tests,
+always removed afterwards."""
 
 from __future__ import annotations
 
@@ -6,24 +7,37 @@ from typing import Callable, Iterator
 
 import pytest
 
-from rayguard_node.cgroup.scratch import MemoryCgroup, why_not_writable, writable_v1_parent
+from rayguard_node.cgroup.scratch import MemoryCgroup, ScratchParent, open_scratch_parent, why_not_writable
+
+
+@pytest.fixture(scope="session")
+def scratch_parent() -> Iterator[ScratchParent]:
+    """Where test cgroups go, for the whole session. On cgroup v2 the session's own cgroup is
+    made a delegating parent (its processes move to a leaf), and put back at the end.
+
+    Skips with the reason when this host has no writable memory controller, v1 or v2.
+    """
+    try:
+        parent = open_scratch_parent()
+    except OSError as error:
+        pytest.skip(f"needs a writable memory cgroup: {error}")
+    if parent is None:
+        pytest.skip(f"needs a writable memory cgroup (v1 or v2): {why_not_writable()}")
+    with parent:
+        yield parent
 
 
 @pytest.fixture
-def make_cgroup() -> Iterator[Callable[..., MemoryCgroup]]:
-    """Factory: `make_cgroup(limit_bytes)` makes a child of this process's cgroup.
+def make_cgroup(scratch_parent: ScratchParent) -> Iterator[Callable[..., MemoryCgroup]]:
+    """Factory: `make_cgroup(limit_bytes)` makes a child of the scratch parent.
 
-    Skips with the reason when this machine has no writable v1 memory controller.
     Every cgroup made is removed at teardown, processes inside killed first, even when
     the test failed.
     """
-    parent = writable_v1_parent()
-    if parent is None:
-        pytest.skip(f"needs a writable cgroup v1 memory controller: {why_not_writable()}")
     made: list[MemoryCgroup] = []
 
     def factory(limit_bytes: int | None = None, prefix: str = "rayguard-test") -> MemoryCgroup:
-        cgroup = MemoryCgroup.create(parent, prefix, limit_bytes)
+        cgroup = scratch_parent.create(prefix, limit_bytes)
         made.append(cgroup)
         return cgroup
 

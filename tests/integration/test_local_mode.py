@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rayguard_node.cgroup.scratch import why_not_writable, writable_v1_parent
+from rayguard_node.cgroup.scratch import own_memory_cgroup, why_not_writable
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ print("FITS", ray.get(fits.remote(), timeout=120), flush=True)
 
 
 def _rayguard_cgroups() -> list[str]:
-    parent = writable_v1_parent()
+    parent = own_memory_cgroup()
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("rayguard-local-")) if parent else []
 
 
@@ -59,8 +59,9 @@ def _ray_processes_in(pids_before: set[int]) -> list[str]:
 
 
 def test_local_up_shows_the_kill_as_an_event_and_cleans_up(tmp_path):
-    if writable_v1_parent() is None:
-        pytest.skip(f"needs a writable cgroup v1 memory controller: {why_not_writable()}")
+    reason = why_not_writable()
+    if reason is not None:
+        pytest.skip(f"needs a writable memory cgroup (v1 or v2): {reason}")
     driver = tmp_path / "hog.py"
     driver.write_text(HOG)
     pids_before = {int(p) for p in os.listdir("/proc") if p.isdigit()}

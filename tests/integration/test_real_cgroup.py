@@ -1,4 +1,5 @@
-"""`rayguard-node detect` inside real cgroups, next to what Ray 2.60 reports there."""
+"""`rayguard-node detect` inside real cgroups (v1 or v2, whichever this host can write), next
+to what Ray 2.60 reports there."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from .cgroups import make_cgroup  # noqa: F401  (fixture)
+from .cgroups import make_cgroup, scratch_parent  # noqa: F401  (fixtures)
 
 MiB = 1024**2
 LIMIT_BYTES = 768 * MiB
@@ -26,7 +27,7 @@ def test_detect_finds_limit_on_parent_where_ray_sees_the_host(make_cgroup):
     parent = make_cgroup(LIMIT_BYTES)
     grandchild = parent.child("leaf")  # no limit of its own: the sentinel
     detection = json.loads(_run_in(grandchild, [sys.executable, "-m", "rayguard_node", "detect", "--json"]))
-    assert detection["source"] == "cgroup1"
+    assert detection["source"] == f"cgroup{parent.version}"
     assert detection["limit_bytes"] == 805306368
     assert detection["limited_by"].endswith(parent.directory.name)
     assert detection["cgroup_path"].endswith(f"{parent.directory.name}/leaf")
@@ -55,7 +56,7 @@ def test_plan_inside_a_cgroup_uses_its_limit(make_cgroup):
     pod = make_cgroup(2048 * MiB)
     plan = json.loads(_run_in(pod, [sys.executable, "-m", "rayguard_node", "plan", "--role", "worker", "--json"]))
     assert plan["limit_bytes"] == 2048 * MiB
-    assert plan["limit_source"] == "cgroup1"
+    assert plan["limit_source"] == f"cgroup{pod.version}"
     assert plan["object_store_bytes"] == int(2048 * MiB * 0.3)
     assert plan["guard_mode"] == "primary"  # Ray is blind here
 
@@ -67,3 +68,19 @@ def test_kernel_oom_kill_is_counted(make_cgroup):
     result = subprocess.run(pod.command([sys.executable, "-c", hog]), capture_output=True, timeout=60)
     assert result.returncode == -9
     assert pod.oom_kill_count() == 1
+
+
+def test_a_kill_in_a_container_is_counted_and_detect_reports_it(make_cgroup):
+    """The container's cgroup has no limit; its pod's has. v2 counts the kill at both levels
+    (memory.events is hierarchical); v1 only in the victim's own cgroup. detect, run in the
+    container again, reports it either way."""
+    pod = make_cgroup(64 * MiB)
+    container = pod.child("container")
+    hog = "x = bytearray(256 * 1024 * 1024)"
+    result = subprocess.run(container.command([sys.executable, "-c", hog]), capture_output=True, timeout=60)
+    assert result.returncode == -9
+    assert container.oom_kill_count() == 1
+    assert pod.oom_kill_count() == (1 if pod.version == 2 else 0)
+    detection = json.loads(_run_in(container, [sys.executable, "-m", "rayguard_node", "detect", "--json"]))
+    assert detection["limit_bytes"] == 64 * MiB
+    assert detection["oom_kill_count"] == 1

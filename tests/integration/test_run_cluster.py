@@ -10,7 +10,7 @@ import pytest
 
 from testkit.nodes import cleanup, run_driver, start_node
 
-from .cgroups import make_cgroup  # noqa: F401  (fixture)
+from .cgroups import make_cgroup, scratch_parent  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.ray
 GiB = 1024**3

@@ -8,7 +8,7 @@ import redis
 from rayguard_node.contract.reports import STREAM_KEY
 from testkit.nodes import cleanup, hog_script, run_driver, start_node
 
-from .cgroups import make_cgroup  # noqa: F401  (fixture)
+from .cgroups import make_cgroup, scratch_parent  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.ray
 GiB = 1024**3

@@ -15,7 +15,7 @@ from rayguard_node.contract.reports import STREAM_KEY
 from rayguard_node.reporting.redis_server import RedisServer
 from testkit.nodes import cleanup, hog_script, run_driver, start_node
 
-from .cgroups import make_cgroup  # noqa: F401  (fixture)
+from .cgroups import make_cgroup, scratch_parent  # noqa: F401  (fixtures)
 from .redis_fixtures import make_redis_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.ray

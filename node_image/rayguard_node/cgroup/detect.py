@@ -15,6 +15,7 @@ from rayguard_node.cgroup.files import (
     parse_memory_limit,
     read_cpu_limit,
     read_memory_limit,
+    oom_counted_in,
     read_oom_kill_count,
     read_usage,
 )
@@ -125,7 +126,7 @@ def _detect_in_cgroup(
 ) -> MemoryDetection:
     source = "cgroup1" if location.version == V1 else "cgroup2"
     found = read_memory_limit(location)
-    # Usage and OOM kills count where the limit is: that is what the kernel compares.
+    # Usage counts where the limit is: that is what the kernel compares.
     measured = found.limited_by_directory or location.directory
     usage = read_usage(measured, location.version)
     warnings: list[str] = []
@@ -150,7 +151,8 @@ def _detect_in_cgroup(
         host_total_bytes=host_total,
         usage_bytes=usage.usage_bytes,
         working_set_bytes=usage.working_set_bytes,
-        oom_kill_count=read_oom_kill_count(measured, location.version),
+        oom_kill_count=read_oom_kill_count(oom_counted_in(location.version, location.directory, measured),
+                                           location.version),
         cpu_limit=cpu_limit,
         shm_bytes=shm_bytes,
         shm_free_bytes=shm_free,

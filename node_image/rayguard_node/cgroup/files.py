@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from rayguard_node.cgroup.paths import V1, CgroupLocation
 from rayguard_node.cgroup.reading import read_optional, read_text
@@ -229,20 +231,33 @@ class WorkingSetSampler:
 
     Reading v1 `memory.stat` costs the kernel far more than `memory.usage_in_bytes`.
     Usage is an upper bound of the working set, so while usage is below `exact_above_bytes`
-    (well under the threshold) the inactive-file figure from a recent `memory.stat` is
-    good enough; above it, every sample reads both files.
+    (the guard's threshold: below it no decision depends on the exact figure) the
+    inactive-file figure from a recent `memory.stat` is good enough; above it, every sample
+    reads both files. "Recent" is every `stat_every` samples, or with `stat_period_s` by time
+    (the guard's adaptive period makes the count of samples a poor clock).
     """
 
-    def __init__(self, reader: UsageReader, exact_above_bytes: int, stat_every: int = 5) -> None:
+    def __init__(self, reader: UsageReader, exact_above_bytes: int, stat_every: int = 5,
+                 stat_period_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.reader = reader
         self.exact_above_bytes = exact_above_bytes
         self.stat_every = stat_every
+        self.stat_period_s = stat_period_s
+        self.clock = clock
         self._calls = 0
+        self._stat_at = float("-inf")
         self._inactive: int | None = None
+
+    def _stat_due(self) -> bool:
+        if self._inactive is None:
+            return True
+        if self.stat_period_s is not None:
+            return self.clock() - self._stat_at >= self.stat_period_s
+        return self._calls % self.stat_every == 0
 
     def read(self) -> tuple[int, int]:
         self._calls += 1
-        if self._inactive is None or self._calls % self.stat_every == 0:
+        if self._stat_due():
             usage = self.reader.read()
         else:
             raw = read_small(self.reader.usage_path)
@@ -252,9 +267,11 @@ class WorkingSetSampler:
                 raise CgroupFormatError(self.reader.usage_path, raw.decode(errors="replace"),
                                         "an integer") from None
             if usage_bytes < self.exact_above_bytes:
-                return usage_bytes, max(0, usage_bytes - self._inactive)
+                return usage_bytes, max(0, usage_bytes - self._inactive)  # type: ignore[operator]
             usage = self.reader.read()
         self._inactive = usage.inactive_file_bytes
+        if self.stat_period_s is not None:
+            self._stat_at = self.clock()
         return usage.usage_bytes, usage.working_set_bytes
 
 
@@ -293,6 +310,13 @@ class NodeSampler:
             if hierarchical is not None and hierarchical < V1_UNLIMITED_FLOOR_BYTES:
                 limit = hierarchical if limit is None else min(limit, hierarchical)
         return limit, usage
+
+
+def oom_counted_in(version: int, leaf: Path, limited: Path) -> Path:
+    """Where the kernel counts the OOM kills of our processes. v1 counts a kill in the victim's
+    own memory cgroup (our leaf), not where the limit was hit; v2's `memory.events` is
+    hierarchical, so the cgroup that holds the limit counts the kills below it too."""
+    return leaf if version == V1 else limited
 
 
 def read_oom_kill_count(directory: Path, version: int) -> int | None:

@@ -50,6 +50,9 @@ HEAP_FRACTION = Setting("heap_fraction", "share of the rest given to Ray as `--m
 USAGE_THRESHOLD = Setting("usage_threshold", "Ray's memory monitor threshold", "0.95")
 MONITOR_REFRESH_MS = Setting("monitor_refresh_ms", "Ray's memory monitor period, 0 disables", "250")
 GUARD_REFRESH_MS = Setting("guard_refresh_ms", "rayguard's guard period, 0 disables", "50")
+GUARD_MIN_REFRESH_MS = Setting("guard_min_refresh_ms",
+                               "shortest guard period, while memory grows towards the threshold;"
+                               " equal to the guard period: a fixed poll", "2")
 GUARD_THRESHOLD = Setting("guard_threshold", "rayguard's guard threshold",
                           "0.95 when Ray is blind, 0.975 when Ray sees the limit")
 SHM_BYTES = Setting("shm_bytes", "free bytes in `/dev/shm` to plan for", "measured")
@@ -83,7 +86,7 @@ FLUSH_NUM_ENTRIES_EACH_TIME = Setting("flush_num_entries_each_time", "head: ledg
 
 BUDGET = (LIMIT_BYTES, NUM_CPUS, OBJECT_STORE_BYTES, OBJECT_STORE_FRACTION, OBJECT_STORE_MAX_BYTES,
           REDIS_FRACTION, REDIS_MAX_BYTES, HEAP_FRACTION, USAGE_THRESHOLD, MONITOR_REFRESH_MS,
-          GUARD_REFRESH_MS, GUARD_THRESHOLD, SHM_BYTES)
+          GUARD_REFRESH_MS, GUARD_MIN_REFRESH_MS, GUARD_THRESHOLD, SHM_BYTES)
 RUN = (HEAD_ADDRESS, RAY_AUTH_TOKEN_FILE, REDIS_URL, REDIS_PORT, REDIS_PASSWORD_FILE, HEALTH_PORT,
        RAY_TEMP_DIR, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, GRACE_SECONDS, RAY_START_PARAMS,
        FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS, FLUSH_NUM_ENTRIES_EACH_TIME)

@@ -85,8 +85,16 @@ class _Waiting:
     victim_bytes: int
 
 
+EXPECTED_RELEASE_S = 0.1  # until a kill's memory is seen back; then what was measured
+
+
 class Guard:
-    """Decides and performs kills; one `tick` per sample of the cgroup's working set."""
+    """Decides and performs kills; one `tick` per sample of the cgroup's working set.
+
+    After a kill it waits for the victim's memory to come back before it kills again, unless
+    the growth rate says the limit comes first: several tasks growing at once can outrun one
+    victim's release. Then the next newest task goes too, decided from fresh numbers.
+    """
 
     def __init__(
         self,
@@ -107,9 +115,14 @@ class Guard:
         self.kill = kill
         self.clock = clock
         self.release_timeout_s = release_timeout_s
-        self._waiting_for: _Waiting | None = None
+        self.expected_release_s = EXPECTED_RELEASE_S
+        self._waiting: list[_Waiting] = []
         self._over_since: float | None = None
         self._warned_no_victim = False
+
+    @property
+    def waiting_pids(self) -> set[int]:
+        return {w.pid for w in self._waiting}
 
     def _released(self, waiting: _Waiting, working_set_bytes: int, now: float) -> bool:
         """The victim's memory is back: usage fell by half of what it held, or it was
@@ -117,10 +130,18 @@ class Guard:
         if now - waiting.killed_at >= self.release_timeout_s:
             return True
         if working_set_bytes <= waiting.used_at_kill - waiting.victim_bytes // 2:
+            took = now - waiting.killed_at
+            self.expected_release_s = (self.expected_release_s + took) / 2
             return True
         return process_reaped(self.procfs_root, waiting.pid)
 
-    def tick(self, working_set_bytes: int) -> GuardKill | None:
+    def no_time_to_wait(self, working_set_bytes: int, rate_bytes_s: float) -> bool:
+        """At this rate the limit is reached before a victim's memory is expected back."""
+        if rate_bytes_s <= 0:
+            return False
+        return (self.limit_bytes - working_set_bytes) / rate_bytes_s < self.expected_release_s
+
+    def tick(self, working_set_bytes: int, rate_bytes_s: float = 0.0) -> GuardKill | None:
         now = self.clock()
         fraction = working_set_bytes / self.limit_bytes
         if fraction < self.threshold:
@@ -128,17 +149,17 @@ class Guard:
             self._warned_no_victim = False
         elif self._over_since is None:
             self._over_since = now
-        if self._waiting_for is not None:
-            if not self._released(self._waiting_for, working_set_bytes, now):
-                return None  # the last victim has not given its memory back yet
-            self._waiting_for = None
+        self._waiting = [w for w in self._waiting if not self._released(w, working_set_bytes, now)]
         if fraction < self.threshold:
             return None
+        if self._waiting and not self.no_time_to_wait(working_set_bytes, rate_bytes_s):
+            return None  # the last victim has not given its memory back yet, and there is time
         processes = self.scan()
         self.tracker.observe(processes, now)
-        victim = self.tracker.newest(processes)
+        dying = self.waiting_pids
+        victim = self.tracker.newest([p for p in processes if p.pid not in dying])
         if victim is None:
-            if not self._warned_no_victim:
+            if not self._warned_no_victim and not dying:
                 log.warning("memory at %.1f%% of the limit, over the guard threshold %.3f, but no"
                             " task worker is running: nothing rayguard may kill", fraction * 100,
                             self.threshold)
@@ -148,6 +169,6 @@ class Guard:
             self.kill(victim.pid, signal.SIGKILL)
         except ProcessLookupError:
             return None  # it finished on its own between the scan and the kill
-        self._waiting_for = _Waiting(victim.pid, now, working_set_bytes, victim.rss_minus_shr_bytes)
+        self._waiting.append(_Waiting(victim.pid, now, working_set_bytes, victim.rss_minus_shr_bytes))
         return GuardKill(victim, working_set_bytes, self.limit_bytes, fraction, self.threshold,
                          tuple(processes), now - (self._over_since or now))

@@ -1,7 +1,9 @@
 """One loop: sample memory, guard, detect kills, report, and keep the ledger.
 
-Everything the runtime watches runs on this loop's thread at the guard's period.
-A tick's error is logged and contained, so one bad tick never stops the guard.
+Everything the runtime watches runs on this loop's thread. A full tick (scan, detectors,
+pollers) runs at the guard's period; between full ticks, when memory grows towards the
+threshold, fast ticks read only the usage counter and let the guard decide (`pace.py` says
+how soon). A tick's error is logged and contained, so one bad tick never stops the guard.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Callable, Protocol
 from rayguard_node.cgroup.processes import ProcessMemory, top
 from rayguard_node.guard.killer import Guard, GuardKill
 from rayguard_node.guard.kernel_oom import KernelKill, KernelOomDetector
+from rayguard_node.guard.pace import GrowthRate, Pace
 from rayguard_node.contract.reports import (KERNEL_OOM_KILL, GUARD_KILL, RAY_MONITOR_KILL, Identity, NodeUsage, Report,
                       TopEntry, Victim, new_report)
 
@@ -60,7 +63,9 @@ class MonitorState:
     kills_by_kind: dict[str, int] = field(default_factory=dict)
     last_tick_monotonic: float = 0.0
     ticks: TickHistogram = field(default_factory=TickHistogram)
+    fast_ticks: int = 0
     failed_ticks: int = 0
+    growth_bytes_s: float = 0.0
 
     def count(self, kind: str) -> None:
         self.kills_by_kind[kind] = self.kills_by_kind.get(kind, 0) + 1
@@ -111,6 +116,7 @@ class MonitorLoop:
         kernel: KernelOomDetector | None,
         pollers: Pollers,
         period_ms: int,
+        min_period_ms: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identity = identity
@@ -121,6 +127,11 @@ class MonitorLoop:
         self.kernel = kernel
         self.pollers = pollers
         self.period_s = (period_ms or IDLE_PERIOD_MS) / 1000
+        # Adaptive only with a guard to feed, and a floor under the period.
+        self.pace = (Pace(min_period_ms / 1000, self.period_s)
+                     if guard is not None and min_period_ms and min_period_ms < (period_ms or 0) else None)
+        self.growth = GrowthRate()
+        self._next_full_tick = float("-inf")
         self.clock = clock
         self.state = MonitorState(limit_bytes=limit_bytes, threshold=threshold)
         self.last_scan: list[ProcessMemory] = []
@@ -134,10 +145,41 @@ class MonitorLoop:
         self._thread: threading.Thread | None = None
 
     # -- one tick -------------------------------------------------------------------
-    def tick(self) -> None:
-        started = self.clock()
+    def _sample(self, now: float) -> tuple[int, float]:
         usage, working_set = self.read_usage()
         self.state.usage_bytes, self.state.working_set_bytes = usage, working_set
+        # The rate comes from usage, the counter read every time (the working set's
+        # inactive-file part is refreshed less often and would jump).
+        self.growth.observe(now, usage)
+        self.state.growth_bytes_s = self.growth.latest_bytes_s
+        # The guard decides on fresh numbers: the latest rate, not the remembered peak.
+        return working_set, self.growth.latest_bytes_s
+
+    def fast_tick(self) -> None:
+        """Between full ticks: one counter, and the guard's decision."""
+        started = self.clock()
+        working_set, rate = self._sample(started)
+        self.state.fast_ticks += 1
+        if self.guard is not None:
+            kill = self.guard.tick(working_set, rate)
+            if kill is not None:
+                self._report_guard_kill(kill)
+
+    def next_wait(self) -> float:
+        """Seconds until the next tick: the pace's answer, never past the next full tick."""
+        now = self.clock()
+        until_full = max(0.0, self._next_full_tick - now)
+        if self.pace is None:
+            return until_full
+        threshold_bytes = int(self.state.threshold * self.state.limit_bytes)
+        wait = self.pace.interval(threshold_bytes - self.state.working_set_bytes,
+                                  self.growth.planning_rate(now))
+        return min(wait, until_full)
+
+    def tick(self) -> None:
+        started = self.clock()
+        self._next_full_tick = started + self.period_s
+        working_set, rate = self._sample(started)
         fraction = working_set / self.state.limit_bytes
         close = fraction >= self.state.threshold * SCAN_EVERY_TICK_AT
         self._ticks += 1
@@ -146,7 +188,7 @@ class MonitorLoop:
         if close or started - self._last_scan_at >= SCAN_PERIOD_S:
             self.refresh_scan(started)
         if self.guard is not None:
-            kill = self.guard.tick(working_set)
+            kill = self.guard.tick(working_set, rate)
             if kill is not None:
                 self._report_guard_kill(kill)
         self.pollers.run_due(started)
@@ -210,11 +252,15 @@ class MonitorLoop:
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                self.tick()
+                if self.clock() >= self._next_full_tick:
+                    self.tick()
+                else:
+                    self.fast_tick()
             except Exception:
                 self.state.failed_ticks += 1
+                self._next_full_tick = self.clock() + self.period_s  # no hot loop on errors
                 log.exception("monitor tick failed; continuing")
-            self.stop_event.wait(self.period_s)
+            self.stop_event.wait(self.next_wait())
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="rayguard-monitor", daemon=True)

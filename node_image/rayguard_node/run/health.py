@@ -49,6 +49,10 @@ class RuntimeCollector(Collector):
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         yield HistogramMetricFamily("rayguard_monitor_tick_seconds", "Duration of one monitor tick",
                                     buckets=buckets, sum_value=ticks.sum_s)
+        yield CounterMetricFamily("rayguard_guard_fast_ticks", "Samples between full ticks, taken while"
+                                  " memory grew towards the threshold", s.fast_ticks)
+        yield GaugeMetricFamily("rayguard_memory_growth_bytes_per_second",
+                                "cgroup usage growth between the last two samples", s.growth_bytes_s)
         yield GaugeMetricFamily("rayguard_reports_pending", "Reports waiting for Redis", self.pending_reports())
         yield CounterMetricFamily("rayguard_reports_dropped", "Reports dropped from a full buffer",
                                   self.dropped_reports())

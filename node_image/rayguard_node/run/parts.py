@@ -17,7 +17,7 @@ import psutil
 from prometheus_client import CollectorRegistry
 
 from rayguard_node.cgroup.processes import pids_in_cgroup, scan
-from rayguard_node.cgroup.files import UsageReader, WorkingSetSampler, read_oom_kill_count
+from rayguard_node.cgroup.files import UsageReader, WorkingSetSampler, oom_counted_in, read_oom_kill_count
 from rayguard_node.cgroup.detect import detect, parse_meminfo
 from rayguard_node.guard.killer import Guard, TaskTracker, process_gone
 from rayguard_node.run.health import HealthServer, RuntimeCollector
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 REPORT_FLUSH_PERIOD_S = 0.5
 RAY_LOG_PERIOD_S = 0.25
 LEDGER_PERIOD_S = 5.0
-EXACT_BELOW_THRESHOLD = 0.8  # from this share of the threshold on, every sample is exact
+STAT_PERIOD_S = 0.25  # the inactive-file figure below the threshold is at most this old
 
 
 @dataclass
@@ -77,16 +77,18 @@ def _memory_sources(plan: MemoryPlan, procfs_root: Path, sysfs_root: Path
         return host_usage, _descendant_pids, lambda: None
     reader = UsageReader(Path(detection.measured_directory), detection.cgroup_version)
     threshold = plan.guard_threshold if plan.guard_mode != "disabled" else plan.usage_threshold
-    sampler = WorkingSetSampler(reader, int(EXACT_BELOW_THRESHOLD * threshold * plan.limit_bytes))
+    # Usage bounds the working set from above: below the threshold no decision needs more.
+    sampler = WorkingSetSampler(reader, int(threshold * plan.limit_bytes), stat_period_s=STAT_PERIOD_S)
     leaf = Path(str(detection.leaf_directory))
-    measured, version = Path(detection.measured_directory), detection.cgroup_version
+    version = detection.cgroup_version
+    counted = oom_counted_in(version, leaf, Path(detection.measured_directory))
 
     cgroup_usage = sampler.read
 
     if detection.limited_by == "host":
-        return cgroup_usage, _descendant_pids, lambda: read_oom_kill_count(measured, version)
+        return cgroup_usage, _descendant_pids, lambda: read_oom_kill_count(counted, version)
     return (cgroup_usage, lambda: set(pids_in_cgroup(leaf)),
-            lambda: read_oom_kill_count(measured, version))
+            lambda: read_oom_kill_count(counted, version))
 
 
 def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
@@ -123,7 +125,7 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
                           threshold=plan.guard_threshold if guard else plan.usage_threshold,
                           read_usage=read_usage, scan=scan_now, emitter=sink, guard=guard,
                           kernel=kernel if kernel.supported else None, pollers=pollers,
-                          period_ms=plan.guard_refresh_ms)
+                          period_ms=plan.guard_refresh_ms, min_period_ms=plan.guard_min_refresh_ms)
     ray_reporter = RayMonitorReporter(config.effective_temp_dir, config.identity, plan, monitor.report,
                                       live_pids)
     pollers.add(RAY_LOG_PERIOD_S, ray_reporter.poll)

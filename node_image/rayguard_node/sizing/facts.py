@@ -17,7 +17,7 @@ from rayguard_node.sizing.plan import BudgetSettings, MemoryPlan, NodeFacts, mak
 BUDGET_FIELDS = {
     "num_cpus", "object_store_bytes", "object_store_fraction", "object_store_max_bytes",
     "redis_fraction", "redis_max_bytes", "heap_fraction", "usage_threshold",
-    "monitor_refresh_ms", "guard_refresh_ms", "guard_threshold",
+    "monitor_refresh_ms", "guard_refresh_ms", "guard_min_refresh_ms", "guard_threshold",
 }
 
 

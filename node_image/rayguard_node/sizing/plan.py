@@ -43,6 +43,7 @@ class BudgetSettings:
     usage_threshold: float = 0.95
     monitor_refresh_ms: int = 250
     guard_refresh_ms: int = 50
+    guard_min_refresh_ms: int = 2
     guard_threshold: float | None = None
     num_cpus: int | None = None
 
@@ -59,6 +60,9 @@ class BudgetSettings:
                      "redis_max_bytes"):
             if getattr(self, name) < 0:
                 raise InvalidSetting(name, getattr(self, name), "must not be negative")
+        if self.guard_min_refresh_ms < 1:
+            raise InvalidSetting("guard_min_refresh_ms", self.guard_min_refresh_ms,
+                                 "must be at least 1 (a period of 0 would spin a core)")
         if self.object_store_bytes is not None and self.object_store_bytes <= 0:
             raise InvalidSetting("object_store_bytes", self.object_store_bytes, "must be positive")
         if self.num_cpus is not None and self.num_cpus < 0:
@@ -90,6 +94,7 @@ class MemoryPlan:
     guard_refresh_ms: int
     guard_threshold: float
     guard_mode: str  # primary | backstop | disabled
+    guard_min_refresh_ms: int = 2  # the adaptive floor; never above guard_refresh_ms
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -166,6 +171,7 @@ def make_plan(role: str, facts: NodeFacts, settings: BudgetSettings = BudgetSett
         usage_threshold=settings.usage_threshold, monitor_refresh_ms=settings.monitor_refresh_ms,
         guard_refresh_ms=settings.guard_refresh_ms, guard_threshold=guard_threshold,
         guard_mode=guard_mode, warnings=tuple(warnings),
+        guard_min_refresh_ms=min(settings.guard_min_refresh_ms, settings.guard_refresh_ms or 1),
     )
 
 

@@ -40,7 +40,9 @@ def plan_table(p: MemoryPlan) -> str:
 
     other = p.limit_bytes - p.object_store_bytes - p.redis_max_bytes - p.heap_bytes
     guard = ("off" if p.guard_mode == "disabled"
-             else f"{p.guard_mode} at {p.guard_threshold:g}, every {p.guard_refresh_ms} ms")
+             else f"{p.guard_mode} at {p.guard_threshold:g}, every {p.guard_refresh_ms} ms"
+             + (f" ({p.guard_min_refresh_ms} ms when growing fast)"
+                if p.guard_min_refresh_ms < p.guard_refresh_ms else ""))
     rows = [
         ("memory limit", f"{format_bytes(p.limit_bytes):>11}  ({p.limit_source})"),
         ("object store", share(p.object_store_bytes)),

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from rayguard_node.cgroup.scratch import MemoryCgroup, why_not_writable, writable_v1_parent
+from rayguard_node.cgroup.scratch import (MemoryCgroup, ScratchParent, open_scratch_parent,
+                                          pod_view_possible, why_not_writable)
 from rayguard_node.contract import settings as S
 from rayguard_node.sizing.quantity import format_bytes
 from rayguard_node.contract.reports import Report
@@ -45,15 +46,6 @@ def free_port() -> int:
 
 def new_ports() -> LocalPorts:
     return LocalPorts(*(free_port() for _ in range(7)))
-
-
-def pod_view_possible() -> bool:
-    """A private mount namespace with a bind mount: needs root and unshare(1)."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
-                           capture_output=True, timeout=10)
-    return probe.returncode == 0
 
 
 @dataclass
@@ -92,18 +84,23 @@ class LocalCluster:
         self.out = out
         self.secrets_dir = run_dir / "secrets"
         self.pods: list[LocalPod] = []
-        self.parent = writable_v1_parent()
-        self.pod_view = self.parent is not None and pod_view_possible()
+        self.parent: ScratchParent | None = None  # opened by `up`, closed by `down`
+        self.pod_view = False
         self.events_printed = 0
         self.stopping = False
+        self.final_oom_kills: dict[str, int] | None = None
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
     # -- up -------------------------------------------------------------------------
     def up(self) -> None:
+        reason = why_not_writable()
+        if reason is None:
+            self.parent = open_scratch_parent()
+            self.pod_view = self.parent is not None and pod_view_possible(self.parent.version)
         if self.parent is None:
-            self.say(f"No cgroup rights here ({why_not_writable()}): pods run with their declared"
+            self.say(f"No cgroup rights here ({reason}): pods run with their declared"
                      " limits, monitored but not enforced.")
         ensure_secret(self.secrets_dir / names.SECRET_KEY_RAY_TOKEN, "Ray auth token")
         ensure_secret(self.secrets_dir / names.SECRET_KEY_REDIS_PASSWORD, "Redis password")
@@ -127,7 +124,7 @@ class LocalCluster:
         argv = [sys.executable, "-m", "rayguard_node", "run"]
         cgroup = None
         if self.parent is not None:
-            cgroup = MemoryCgroup.create(self.parent, f"rayguard-local-{node.name}", node.limit_bytes)
+            cgroup = self.parent.create(f"rayguard-local-{node.name}", node.limit_bytes)
             argv = cgroup.command(argv, pod_view=self.pod_view)
         logs = self.run_dir / "pods" / node.name
         logs.mkdir(parents=True, exist_ok=True)
@@ -191,6 +188,9 @@ class LocalCluster:
         self.poll()
 
     def kernel_oom_kills(self) -> dict[str, int]:
+        """Per pod; after `down`, the counts its cgroups had when they were removed."""
+        if self.final_oom_kills is not None:
+            return dict(self.final_oom_kills)
         return {p.node.name: p.cgroup.oom_kill_count() for p in self.pods if p.cgroup is not None}
 
     # -- down -----------------------------------------------------------------------
@@ -208,7 +208,11 @@ class LocalCluster:
                 pod.process.kill()
                 pod.process.wait()
         self.poll()
+        self.final_oom_kills = self.kernel_oom_kills()
         for pod in self.pods:
             if pod.cgroup is not None:
                 pod.cgroup.remove()
             shutil.rmtree(pod.node.env.get(S.RAY_TEMP_DIR.env, ""), ignore_errors=True)
+        if self.parent is not None:
+            self.parent.close()  # on cgroup v2: our processes go back where they were
+            self.parent = None

@@ -54,6 +54,12 @@ def test_gauges_carry_the_state():
     assert value(s, "rayguard_reports_dropped_total") == 3
     assert value(s, "rayguard_ray_up") == 1
     assert value(s, "rayguard_monitor_failed_ticks_total") == 0
+    assert value(s, "rayguard_guard_fast_ticks_total") == 0
+    assert value(s, "rayguard_memory_growth_bytes_per_second") == 0
+    state.fast_ticks, state.growth_bytes_s = 12, 1.5 * GiB
+    s = scrape(registry)
+    assert value(s, "rayguard_guard_fast_ticks_total") == 12
+    assert value(s, "rayguard_memory_growth_bytes_per_second") == 1.5 * GiB
 
 
 def test_values_follow_the_state_between_scrapes():

@@ -132,7 +132,9 @@ def test_to_json_dict():
     assert set(data) == {"role", "limit_bytes", "limit_source", "num_cpus", "object_store_bytes",
                          "redis_max_bytes", "heap_bytes", "usage_threshold", "monitor_refresh_ms",
                          "ray_start_args", "ray_env", "warnings", "guard_refresh_ms",
-                         "guard_threshold", "guard_mode"}
+                         "guard_threshold", "guard_mode", "guard_min_refresh_ms"}
+    assert data["guard_min_refresh_ms"] == 2
+
     assert data == json.loads(json.dumps(data))
     assert data["role"] == "head" and data["limit_bytes"] == 4 * GiB
     assert data["limit_source"] == "cgroup2" and data["num_cpus"] == 0
@@ -254,3 +256,10 @@ def test_head_redis_at_the_minimum_and_workers_without_redis():
 def test_nan_and_inf_settings_are_refused(field, value):
     with pytest.raises(InvalidSetting):
         BudgetSettings(**{field: value})
+
+
+def test_guard_min_refresh_is_checked_and_never_above_the_period():
+    with pytest.raises(InvalidSetting, match="guard_min_refresh_ms"):
+        BudgetSettings(guard_min_refresh_ms=0)
+    assert plan("worker", 4 * GiB, guard_refresh_ms=1).guard_min_refresh_ms == 1
+    assert plan("worker", 4 * GiB, guard_refresh_ms=50, guard_min_refresh_ms=50).guard_min_refresh_ms == 50
