@@ -58,6 +58,39 @@ class TopEntry:
     rss_minus_shr_bytes: int
 
 
+KILL, WARN, OFF = "Kill", "Warn", "Off"  # quota enforcement modes
+ENFORCEMENTS = (KILL, WARN, OFF)
+
+
+@dataclass(frozen=True)
+class QuotaBreach:
+    """An actor over its `memory=` quota: who it is and by how much (quota_exceeded only)."""
+
+    actor_class: str
+    actor_name: str
+    actor_id: str
+    quota_bytes: int
+    used_bytes: int
+    tolerance: float
+    over_seconds: float
+    enforcement: str  # Kill: it was killed; Warn: reported only
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"actor_class": self.actor_class, "actor_name": self.actor_name,
+                "actor_id": self.actor_id, "quota_bytes": self.quota_bytes,
+                "used_bytes": self.used_bytes, "tolerance": self.tolerance,
+                "over_seconds": round(self.over_seconds, 3), "enforcement": self.enforcement}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "QuotaBreach":
+        enforcement = str(data["enforcement"])
+        if enforcement not in (KILL, WARN):
+            raise MalformedReport(f"quota.enforcement must be {KILL} or {WARN}, not {enforcement!r}")
+        return cls(str(data["actor_class"]), str(data.get("actor_name") or ""),
+                   str(data.get("actor_id") or ""), int(data["quota_bytes"]), int(data["used_bytes"]),
+                   float(data["tolerance"]), float(data.get("over_seconds") or 0), enforcement)
+
+
 @dataclass(frozen=True)
 class Report:
     id: str
@@ -68,6 +101,7 @@ class Report:
     node: NodeUsage
     top: tuple[TopEntry, ...] = field(default=())
     message: str = ""
+    quota: QuotaBreach | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +120,7 @@ class Report:
             "top": [{"pid": t.pid, "name": t.name, "rss_minus_shr_bytes": t.rss_minus_shr_bytes}
                     for t in self.top],
             "message": self.message,
+            **({"quota": self.quota.to_dict()} if self.quota is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -110,8 +145,9 @@ class Report:
                 top=tuple(TopEntry(int(t["pid"]), str(t["name"]), int(t["rss_minus_shr_bytes"]))
                           for t in data.get("top") or ()),
                 message=str(data.get("message") or ""),
+                quota=QuotaBreach.from_dict(data["quota"]) if data.get("quota") else None,
             )
-        except (KeyError, TypeError, AttributeError) as error:
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise MalformedReport(f"malformed report: missing or wrong field {error}") from None
 
 
@@ -160,8 +196,18 @@ def advice(kind: str, identity: Identity) -> str:
             f" once, or raise the {group}.")
 
 
+def quota_sentence(victim: Victim, breach: QuotaBreach, where: str) -> str:
+    actor = breach.actor_class + (f" '{breach.actor_name}'" if breach.actor_name else "")
+    used = (f"{format_bytes(breach.used_bytes)} used, over its memory= quota of"
+            f" {format_bytes(breach.quota_bytes)} x {breach.tolerance:g} for {breach.over_seconds:.0f} s")
+    if breach.enforcement == KILL:
+        return f"rayguard killed actor {actor} (pid {victim.pid}) in {where}: {used}."
+    return (f"Actor {actor} (pid {victim.pid}) in {where} is over its quota: {used}; not killed"
+            " (enforcement Warn).")
+
+
 def compose_message(kind: str, identity: Identity, victim: Victim, node: NodeUsage,
-                    top: Iterable[TopEntry] = ()) -> str:
+                    top: Iterable[TopEntry] = (), quota: QuotaBreach | None = None) -> str:
     """The one text of an OOM kill: who killed what where, node usage, the largest users,
     advice. Printed by the runtime and posted by the operator as the Event's message."""
     details = [f"pid {victim.pid}"] if victim.pid is not None else []
@@ -173,8 +219,10 @@ def compose_message(kind: str, identity: Identity, victim: Victim, node: NodeUsa
         where += f" (group {identity.group})"
     users = ", ".join(f"{short_name(t.name)} {format_bytes(t.rss_minus_shr_bytes)}"
                       for t in list(top)[:TOP_SHOWN])
+    first = (quota_sentence(victim, quota, where) if kind == QUOTA_EXCEEDED and quota is not None
+             else f"{WHO[kind]} {who} in {where}.")
     lines = [
-        f"{WHO[kind]} {who} in {where}.",
+        first,
         f"Node memory {format_bytes(node.used_bytes)} of {format_bytes(node.limit_bytes)}"
         f" ({node.fraction:.1%}), threshold {node.threshold:.1%}.",
     ]
@@ -191,7 +239,8 @@ def new_report(
     node: NodeUsage,
     top: Iterable[TopEntry] = (),
     clock: Callable[[], str] = now_millis,
+    quota: QuotaBreach | None = None,
 ) -> Report:
     ordered = tuple(sorted(top, key=lambda t: -t.rss_minus_shr_bytes)[:TOP_MAX_ENTRIES])
     return Report(str(uuid.uuid4()), clock(), kind, identity, victim, node, ordered,
-                  compose_message(kind, identity, victim, node, ordered))
+                  compose_message(kind, identity, victim, node, ordered, quota), quota)

@@ -77,6 +77,14 @@ RAY_START_PARAMS = Setting(
     "ray_start_params",
     'JSON object of extra `ray start` flags: `{"dashboard-port": 8265}` → `--dashboard-port=8265`;'
     " booleans become `true`/`false`, `null` a bare flag", "`{}`")
+QUOTA_ENFORCEMENT = Setting("quota_enforcement",
+                            "actors over their `memory=` quota: `Kill`, `Warn` (report only) or `Off`",
+                            "Kill")
+QUOTA_TOLERANCE = Setting("quota_tolerance", "an actor is over its quota above quota × this (≥ 1)", "1.2")
+QUOTA_GRACE_SECONDS = Setting("quota_grace_seconds", "how long an actor may stay over before it is acted on",
+                              "5")
+DASHBOARD_PORT = Setting("dashboard_port", "port of the head's Ray dashboard (its state API names actors"
+                         " and their quotas)", "8265")
 FLUSH_WHEN_AT_LEAST_BYTES = Setting("flush_when_at_least_bytes",
                                     "head: flush the ledger once Redis holds this much",
                                     "2Gi (at most 80% of `maxmemory`)")
@@ -89,7 +97,8 @@ BUDGET = (LIMIT_BYTES, NUM_CPUS, OBJECT_STORE_BYTES, OBJECT_STORE_FRACTION, OBJE
           GUARD_REFRESH_MS, GUARD_MIN_REFRESH_MS, GUARD_THRESHOLD, SHM_BYTES)
 RUN = (HEAD_ADDRESS, RAY_AUTH_TOKEN_FILE, REDIS_URL, REDIS_PORT, REDIS_PASSWORD_FILE, HEALTH_PORT,
        RAY_TEMP_DIR, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, GRACE_SECONDS, RAY_START_PARAMS,
-       FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS, FLUSH_NUM_ENTRIES_EACH_TIME)
+       FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS, FLUSH_NUM_ENTRIES_EACH_TIME,
+       QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS, DASHBOARD_PORT)
 SETTINGS = (ROLE,) + RUN + BUDGET
 
 # Set in pods through the downward API for the Ray processes' own use; the runtime passes it
@@ -105,7 +114,7 @@ OPERATOR_SET = (ROLE, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, LIMIT_BYTES, HEAD
                 NUM_CPUS, OBJECT_STORE_BYTES, OBJECT_STORE_FRACTION, OBJECT_STORE_MAX_BYTES,
                 REDIS_FRACTION, REDIS_MAX_BYTES, FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS,
                 FLUSH_NUM_ENTRIES_EACH_TIME, HEAP_FRACTION, USAGE_THRESHOLD, MONITOR_REFRESH_MS,
-                GRACE_SECONDS, RAY_START_PARAMS)
+                GRACE_SECONDS, RAY_START_PARAMS, QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS)
 POD_ENV = frozenset(s.env for s in OPERATOR_SET) | PASSED_THROUGH
 
 

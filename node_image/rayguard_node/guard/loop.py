@@ -18,8 +18,9 @@ from rayguard_node.cgroup.processes import ProcessMemory, top
 from rayguard_node.guard.killer import Guard, GuardKill
 from rayguard_node.guard.kernel_oom import KernelKill, KernelOomDetector
 from rayguard_node.guard.pace import GrowthRate, Pace
-from rayguard_node.contract.reports import (KERNEL_OOM_KILL, GUARD_KILL, RAY_MONITOR_KILL, Identity, NodeUsage, Report,
-                      TopEntry, Victim, new_report)
+from rayguard_node.contract.reports import (KERNEL_OOM_KILL, GUARD_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL,
+                                            Identity, NodeUsage, Report, TopEntry, Victim, new_report)
+from rayguard_node.guard.quota import QuotaAction
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,10 @@ class MonitorLoop:
         pollers: Pollers,
         period_ms: int,
         min_period_ms: int | None = None,
+        quota_check: Callable[[list[ProcessMemory], float], list[QuotaAction]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.quota_check = quota_check
         self.identity = identity
         self.read_usage = read_usage
         self.scan = scan
@@ -207,6 +210,9 @@ class MonitorLoop:
                               if now - seen[1] <= RECENTLY_SEEN_S}
         if self.guard is not None:
             self.guard.tracker.observe(self.last_scan, now)
+        if self.quota_check is not None:
+            for action in self.quota_check(self.last_scan, now):
+                self._report_quota(action)
 
     def _check_kernel(self, working_set: int, fraction: float) -> None:
         assert self.kernel is not None
@@ -228,6 +234,15 @@ class MonitorLoop:
                     kill.victim.name, kill.fraction * 100)
         self.emitter.emit(new_report(GUARD_KILL, self.identity, victim_of(kill.victim),
                                      self._node(kill.used_bytes, kill.fraction), to_top(kill.processes)))
+
+    def _report_quota(self, action: QuotaAction) -> None:
+        self.state.count(QUOTA_EXCEEDED)
+        used = self.state.working_set_bytes
+        log.warning("actor %s (pid %d) over its memory= quota: %s", action.breach.actor_class,
+                    action.process.pid, "killed" if action.breach.enforcement == "Kill" else "reported")
+        self.emitter.emit(new_report(QUOTA_EXCEEDED, self.identity, victim_of(action.process),
+                                     self._node(used, used / self.state.limit_bytes),
+                                     to_top(self.last_scan), quota=action.breach))
 
     def _report_kernel_kill(self, kill: KernelKill, used: int, fraction: float) -> None:
         self.state.count(KERNEL_OOM_KILL)

@@ -13,12 +13,14 @@ from rayguard_node.errors import InvalidSetting
 from rayguard_node.sizing.plan import HEAD, WORKER
 from rayguard_node.contract.ray_flags import (OWNED_FLAGS, flag_field, flag_key_problems, normalize_flag,
                                               shown_value)
-from rayguard_node.contract.reports import Identity
+from rayguard_node.contract.reports import KILL, Identity
+from rayguard_node.guard.quota import QuotaSettings
 
 DEFAULT_REDIS_PORT = 6380
 DEFAULT_HEALTH_PORT = 8079
 DEFAULT_GRACE_SECONDS = 25.0
 DEFAULT_GCS_PORT = 6379
+DEFAULT_DASHBOARD_PORT = 8265
 DEFAULT_RAY_TEMP_DIR = Path("/tmp/ray")
 DEFAULT_SYSFS_ROOT = Path("/sys")
 DEFAULT_PROCFS_ROOT = Path("/proc")
@@ -39,6 +41,8 @@ class RunConfig:
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     ray_start_params: Mapping[str, object] = field(default_factory=dict)
     flush_policy: Mapping[str, float] = field(default_factory=dict)
+    quota: QuotaSettings = QuotaSettings()
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT
     # Where the kernel's files are: the real ones in a pod, fake trees in tests.
     sysfs_root: Path = DEFAULT_SYSFS_ROOT
     procfs_root: Path = DEFAULT_PROCFS_ROOT
@@ -71,7 +75,7 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise InvalidSetting("--head-address / RAYGUARD_HEAD_ADDRESS", head_address,
                                  "expected host:port, e.g. demo-head:6379")
-    for name in ("redis_port", "health_port"):
+    for name in ("redis_port", "health_port", "dashboard_port"):
         port_value = values.get(name)
         if port_value is not None and not 0 < int(port_value) < 65536:  # type: ignore[call-overload]
             raise InvalidSetting(f"--{name.replace('_', '-')} / RAYGUARD_{name.upper()}", port_value,
@@ -92,6 +96,16 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
             raise InvalidSetting(f"--{key.replace('_', '-')} / RAYGUARD_{key.upper()}", value,
                                  "must be a finite number, not negative")
 
+    tolerance = float(values.get("quota_tolerance", 1.2))  # type: ignore[arg-type]
+    if not math.isfinite(tolerance) or tolerance < 1:
+        raise InvalidSetting("--quota-tolerance / RAYGUARD_QUOTA_TOLERANCE", tolerance,
+                             "must be a number of at least 1 (1.2 allows 20% over the quota)")
+    quota_grace = float(values.get("quota_grace_seconds", 5.0))  # type: ignore[arg-type]
+    if not math.isfinite(quota_grace) or quota_grace < 0:
+        raise InvalidSetting("--quota-grace-seconds / RAYGUARD_QUOTA_GRACE_SECONDS", quota_grace,
+                             "must be a finite number of seconds, not negative")
+    quota = QuotaSettings(str(values.get("quota_enforcement") or KILL), tolerance, quota_grace)
+
     def path(name: str) -> Path | None:
         value = values.get(name)
         return Path(str(value)) if value else None
@@ -110,6 +124,8 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
         grace_seconds=grace,
         ray_start_params=params,
         flush_policy={k: values[k] for k in FLUSH_KEYS if k in values},  # type: ignore[misc]
+        quota=quota,
+        dashboard_port=int(values.get("dashboard_port", DEFAULT_DASHBOARD_PORT)),  # type: ignore[call-overload]
         sysfs_root=Path(str(values.get("sysfs_root") or DEFAULT_SYSFS_ROOT)),
         procfs_root=Path(str(values.get("procfs_root") or DEFAULT_PROCFS_ROOT)),
     )

@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 from rayguard_node.contract import settings as contract
 from rayguard_node.contract.ray_flags import secret_looking
 from rayguard_node.contract.settings import Setting
+from rayguard_node.contract.reports import ENFORCEMENTS
 from rayguard_node.errors import InvalidSetting
 from rayguard_node.run.config import DEFAULT_PROCFS_ROOT, DEFAULT_SYSFS_ROOT
 from rayguard_node.sizing.plan import ROLES
@@ -67,6 +68,13 @@ def _json_object(value: str, field: str) -> dict[str, object]:
     return parsed
 
 
+def _enforcement(value: str, field: str) -> str:
+    for mode in ENFORCEMENTS:
+        if value.strip().lower() == mode.lower():
+            return mode
+    raise InvalidSetting(field, value, "must be Kill, Warn or Off")
+
+
 def _text(value: str, field: str) -> str:
     return value
 
@@ -108,6 +116,8 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "group": _text, "pod_name": _text, "pod_namespace": _text, "grace_seconds": _float,
     "ray_start_params": _json_object, "flush_when_at_least_bytes": parse_bytes,
     "flush_period_secs": _float, "flush_num_entries_each_time": _int,
+    "quota_enforcement": _enforcement, "quota_tolerance": _float, "quota_grace_seconds": _float,
+    "dashboard_port": _int,
 }
 
 BUDGET_OPTIONS = tuple(Option(s, _PARSERS[s.key]) for s in contract.BUDGET)

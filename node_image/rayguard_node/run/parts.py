@@ -16,10 +16,13 @@ from typing import Callable
 import psutil
 from prometheus_client import CollectorRegistry
 
-from rayguard_node.cgroup.processes import pids_in_cgroup, scan
+from rayguard_node.cgroup.processes import RAYLET, pids_in_cgroup, scan
+from rayguard_node.cgroup.reading import read_bytes
 from rayguard_node.cgroup.files import UsageReader, WorkingSetSampler, oom_counted_in, read_oom_kill_count
 from rayguard_node.cgroup.detect import detect, parse_meminfo
+from rayguard_node.guard.actors import ActorDirectory, node_id_of_raylet
 from rayguard_node.guard.killer import Guard, TaskTracker, process_gone
+from rayguard_node.guard.quota import QuotaEnforcer
 from rayguard_node.run.health import HealthServer, RuntimeCollector
 from rayguard_node.guard.kernel_oom import KernelOomDetector
 from rayguard_node.reporting.ledger import FlushPolicy, Ledger
@@ -44,8 +47,11 @@ class RuntimeParts:
     redis_server: RedisServer | None
     sink: ReportSink
     monitor: MonitorLoop
+    actors: ActorDirectory | None = None
 
     def close(self) -> None:
+        if self.actors is not None:
+            self.actors.stop()
         self.sink.flush_pending()
         if self.sink.pending_count:
             log.warning("%d reports could not reach Redis before exit (they are on stdout)",
@@ -121,11 +127,13 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
         guard = Guard(plan.guard_threshold, plan.limit_bytes, tracker, scan_now, procfs_root)
     kernel = KernelOomDetector(read_oom, lambda pid: process_gone(procfs_root, pid))
     pollers = Pollers()
+    actors, quota_check = _quota_parts(config, procfs_root, lambda: monitor.last_scan)
     monitor = MonitorLoop(identity=config.identity, limit_bytes=plan.limit_bytes,
                           threshold=plan.guard_threshold if guard else plan.usage_threshold,
                           read_usage=read_usage, scan=scan_now, emitter=sink, guard=guard,
                           kernel=kernel if kernel.supported else None, pollers=pollers,
-                          period_ms=plan.guard_refresh_ms, min_period_ms=plan.guard_min_refresh_ms)
+                          period_ms=plan.guard_refresh_ms, min_period_ms=plan.guard_min_refresh_ms,
+                          quota_check=quota_check)
     ray_reporter = RayMonitorReporter(config.effective_temp_dir, config.identity, plan, monitor.report,
                                       live_pids)
     pollers.add(RAY_LOG_PERIOD_S, ray_reporter.poll)
@@ -161,4 +169,33 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
         return True, "ready"
 
     health = HealthServer(config.health_port, alive, ready, registry)
-    return RuntimeParts(health, redis_server, sink, monitor)
+    if actors is not None:
+        actors.start()
+    return RuntimeParts(health, redis_server, sink, monitor, actors)
+
+
+def _quota_parts(config: RunConfig, procfs_root: Path, last_scan: Callable[[], list]
+                 ) -> tuple[ActorDirectory | None, Callable | None]:  # type: ignore[type-arg]
+    """The actor directory (Ray's state API on the head's dashboard) and the quota check."""
+    if not config.quota.enabled:
+        return None, None
+    known: dict[int, str | None] = {}
+
+    def node_id() -> str | None:  # from the raylet's command line, found in the latest scan
+        for process in last_scan():
+            if process.process_class == RAYLET:
+                if process.pid not in known:
+                    try:
+                        cmdline = read_bytes(procfs_root / str(process.pid) / "cmdline", 1 << 16)
+                    except OSError:
+                        return None
+                    known.clear()
+                    known[process.pid] = node_id_of_raylet(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+                return known[process.pid]
+        return None
+
+    host = "127.0.0.1" if config.role == HEAD else config.head_host
+    token_file = config.ray_auth_token_file or config.effective_temp_dir / "rayguard_auth_token"
+    directory = ActorDirectory(f"http://{host}:{config.dashboard_port}", node_id, token_file)
+    enforcer = QuotaEnforcer(config.quota)
+    return directory, lambda processes, now: enforcer.check(processes, directory.actors(), now)

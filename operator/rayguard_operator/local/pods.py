@@ -80,8 +80,9 @@ def local_node(pod: Mapping[str, Any], pod_name: str, ports: LocalPorts, head_po
     params.update({"node-ip-address": "127.0.0.1", "metrics-export-port": ports.metrics,
                    "dashboard-agent-listen-port": ports.dashboard_agent})
     if role == names.HEAD:
+        # The dashboard serves Ray's state API, which the quota path reads.
         params.update({"port": ports.gcs, "dashboard-port": ports.dashboard,
-                       "ray-client-server-port": ports.client, "include-dashboard": False})
+                       "ray-client-server-port": ports.client})
     env.update({
         S.RAY_START_PARAMS.env: json.dumps(params),
         S.RAY_AUTH_TOKEN_FILE.env: str(secrets_dir / names.SECRET_KEY_RAY_TOKEN),
@@ -89,6 +90,7 @@ def local_node(pod: Mapping[str, Any], pod_name: str, ports: LocalPorts, head_po
         S.RAY_TEMP_DIR.env: str(temp_dir),
         S.HEALTH_PORT.env: str(ports.health),
         S.REDIS_PORT.env: str(head_ports.redis),
+        S.DASHBOARD_PORT.env: str(head_ports.dashboard),
     })
     if role != names.HEAD:
         env[S.HEAD_ADDRESS.env] = f"127.0.0.1:{head_ports.gcs}"

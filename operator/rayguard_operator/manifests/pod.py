@@ -90,6 +90,9 @@ def build_env(cluster: ClusterModel, group: NodeGroup) -> list[dict[str, Any]]:
         _value(S.USAGE_THRESHOLD.env, memory.usage_threshold),
         _value(S.MONITOR_REFRESH_MS.env, memory.monitor_refresh_ms),
         _value(S.GRACE_SECONDS.env, names.GRACE_SECONDS),
+        _value(S.QUOTA_ENFORCEMENT.env, cluster.quota.enforcement),
+        _value(S.QUOTA_TOLERANCE.env, cluster.quota.tolerance),
+        _value(S.QUOTA_GRACE_SECONDS.env, cluster.quota.grace_seconds),
         _value(S.RAY_START_PARAMS.env, json.dumps(ray_start_params(group), sort_keys=True, separators=(",", ":"))),
     ]
     return env

@@ -25,6 +25,7 @@ from rayguard_node.contract.ray_flags import OWNED_FLAGS, flag_field, flag_key_p
 
 from rayguard_operator import names
 from rayguard_operator.errors import SpecError
+from rayguard_operator.spec.quota import QuotaSpec, parse_quota
 from rayguard_operator.spec.overlay import check_overlay, check_pod_security
 from rayguard_operator.settings import OperatorSettings
 
@@ -108,6 +109,7 @@ class ClusterModel:
     image: str
     head: NodeGroup
     worker_groups: tuple[NodeGroup, ...]
+    quota: QuotaSpec = QuotaSpec()
 
     @property
     def groups(self) -> tuple[NodeGroup, ...]:
@@ -258,7 +260,8 @@ def _memory(layers: list[tuple[Any, str]]) -> MemorySettings:
             chosen, where = defaults[key], f"spec.memory.{sub + '.' if sub else ''}{key}"
             for data, path in layers:
                 data = _obj(data, path)
-                _known(data, path, set(_MEMORY_FIELDS) | {"flushPolicy"})
+                _known(data, path, set(_MEMORY_FIELDS) | {"flushPolicy"}
+                       | ({"quota"} if path == "spec.memory" else set()))
                 if sub:
                     _known(_obj(data.get(sub), f"{path}.{sub}"), f"{path}.{sub}", set(_FLUSH_FIELDS))
                     data, path = _obj(data.get(sub), f"{path}.{sub}"), f"{path}.{sub}"
@@ -369,4 +372,5 @@ def parse_cluster(body: Mapping[str, Any], settings: OperatorSettings) -> Cluste
     return ClusterModel(
         name=name, namespace=str(metadata.get("namespace") or "default"), uid=str(metadata.get("uid") or ""),
         generation=generation if isinstance(generation, int) else 0, image=image,
-        head=head, worker_groups=tuple(workers))
+        head=head, worker_groups=tuple(workers),
+        quota=parse_quota(cluster_memory.get("quota"), "spec.memory.quota"))

@@ -106,8 +106,8 @@ def test_structural_checker_catches_breakage(breakage: Callable[[dict], Any], ex
 
 
 def test_overrides_have_the_cluster_shape_without_defaults() -> None:
-    """head.memory and workerGroups[].memory: same fields as spec.memory, and no defaults, so
-    that an absent field means "inherit from spec.memory"."""
+    """head.memory and workerGroups[].memory: same fields as spec.memory (but quota, which is
+    cluster-wide), and no defaults, so that an absent field means "inherit from spec.memory"."""
     spec = version_schema()["properties"]["spec"]["properties"]
 
     def strip(node: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +115,7 @@ def test_overrides_have_the_cluster_shape_without_defaults() -> None:
                 if k not in ("default", "description")}
 
     cluster = strip(spec["memory"])
+    assert cluster["properties"].pop("quota")["properties"].keys() == {"enforcement", "tolerance", "graceSeconds"}
     for override in (spec["head"]["properties"]["memory"],
                      spec["workerGroups"]["items"]["properties"]["memory"]):
         assert not [p for p, n in iter_schema(override) if "default" in n]
@@ -134,6 +135,7 @@ def test_defaults_are_the_designed_ones() -> None:
         "redisFraction": 0.3, "redisMaxBytes": "10Gi", "heapFraction": 0.5,
         "flushPolicy": {"flushWhenAtLeastBytes": "2Gi", "flushPeriodSecs": 10,
                         "flushNumEntriesEachTime": 10000},
+        "quota": {"enforcement": "Kill", "tolerance": 1.2, "graceSeconds": 5},
     }
 
 

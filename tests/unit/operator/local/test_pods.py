@@ -75,7 +75,7 @@ def test_head_node(tmp_path: Path) -> None:
     assert json.loads(env["RAYGUARD_RAY_START_PARAMS"]) == {
         "object-manager-port": 8076, "log-style": "record",
         "node-ip-address": "127.0.0.1", "metrics-export-port": 41005, "dashboard-agent-listen-port": 41004,
-        "port": 41001, "dashboard-port": 41006, "ray-client-server-port": 41007, "include-dashboard": False,
+        "port": 41001, "dashboard-port": 41006, "ray-client-server-port": 41007,
     }
 
 
@@ -84,7 +84,7 @@ def test_other_variables_keep_the_pods_values(group: str, tmp_path: Path) -> Non
     pod = by_group(render(), group)
     env = dict(node_for(pod, "p0", tmp_path, head=group == "head").env)
     declared = pod_env(pod)
-    assert set(env) == {e["name"] for e in declared}
+    assert set(env) == {e["name"] for e in declared} | {"RAYGUARD_DASHBOARD_PORT"}
     kept = {e["name"]: e["value"] for e in declared if e["name"] not in REPLACED}
     assert {k: env[k] for k in kept} == kept
     assert env["RAYGUARD_ROLE"] == ("head" if group == "head" else "worker")
