@@ -1,18 +1,28 @@
-"""The operator at scale against the Kubernetes API emulator, in one run.
+"""The operator at scale against the Kubernetes API emulator, in one run, with its cache off
+(before: every pass reads the API, each pod event runs its own pass) and on (passes read the
+watches' cache, pod events coalesced per cluster), side by side.
 
 For 10, 50 and 200 RayClusters of 10 workers each (13 children: Secret, head Service, head
 pod, 10 workers), it measures:
 
 - time to converge: from the first create until every cluster's children exist, then, after
   the bench has marked every pod Ready (there is no kubelet), until every status says Ready;
+- API reads per cluster to Ready (GETs that are not watches, from the first create until the
+  passes that the Ready events triggered are done), by who made them: event-driven passes,
+  the resync timer's full reads, and other (the OOM report follower, which reads the head
+  Service and the Secret each time it tries to reach the head's Redis; here it never can);
+- reconcile passes per cluster that events triggered (the syncer logs one line per pass);
 - API writes per cluster created, split into children, status, Events and other (kopf's
   own bookkeeping, and any other write);
 - writes during a no-op resync of the converged clusters (target: 0);
 - the operator's peak RSS (VmHWM of the operator process).
 
 The operator runs as `rayguard operator --standalone`, a separate process, so its RSS is its
-own. The emulator runs in this process and tells writers apart by User-Agent: the bench's own
-writes (creating clusters, marking pods Ready) are left out; kopf's are "other".
+own; the cache is switched off by setting `rayguard_operator.reconcile.cache.ENABLED` before
+kopf imports the handlers (bench/harness/operator_process.py). The emulator runs in this
+process and tells requesters apart by User-Agent: the bench's own requests (creating clusters,
+marking pods Ready) are left out; kopf's are "other"; the operator names the part of itself
+that made each request (`rayguard_operator/kube/caller.py`).
 A naive reconcile that PUTs every child and the status on every pass is computed, not run.
 
 The emulator is the tests' (testkit.kube) with the same behaviour but three shortcuts, so that
@@ -28,7 +38,7 @@ by the operator with no bound (every pod in the first pass, as before batching):
 converge, passes, the largest batch, and the operator's peak RSS.
 
 Run, from the repository root:
-  .venv/bin/python -m bench.reconcile [--scales 10,50,200] [--workers 10] [--resync 5]
+  .venv/bin/python -m bench.reconcile [--scales 10,50,200] [--workers 10] [--resync 30] [--cache off,on]
   .venv/bin/python -m bench.reconcile --case replicas [--cells 1x100,4x100,...] [--modes unbounded,batched]
       [--cell-timeout 600]
 """
@@ -53,17 +63,18 @@ from rayguard_operator.reconcile.actions import MAX_POD_CREATES_PER_PASS
 from rayguard_operator.spec.model import MAX_CLUSTER_WORKERS, MAX_GROUP_REPLICAS
 
 from bench.harness.emulator import MERGE, NS, RecordingEmulator, Request, bench_client, new_emulator
-from bench.harness.operator_process import Operator, cluster_body, wait_watching
-from bench.harness.output import fmt, load_line
+from bench.harness.operator_process import EVENT_PASS, Operator, cluster_body, wait_watching
+from bench.harness.output import column_table, fmt, load_line
 from bench.harness.procfs import cpu_seconds_or_zero
 from bench.harness.replica_scale import ReplicaResult, default_cells, replica_table, run_replica_cell
-from bench.harness.waiting import wait_quiet_log, wait_until
+from bench.harness.waiting import wait_until
 from testkit.kube import EmulatorServer, write_kubeconfig
 from testkit.kube.emulator import WRITE_METHODS
 
 PHASE_TIMEOUT_S = 600.0
 QUIET_S = 3.0
 MiB = 1024**2
+READ_PARTS = ("reconcile", "resync", "other")
 
 
 def classify(request: Request) -> str:
@@ -84,12 +95,10 @@ def operator_writes(requests: list[Request]) -> Counter[str]:
     return Counter(classify(r) for r in requests if r.method in WRITE_METHODS and r.origin != "bench")
 
 
-
-def passes_between(emulator: "RecordingEmulator", start: float, until: float | None = None) -> int:
-    """Reconcile passes: each reads its cluster once by name (the OOM tracker does too, but
-    only when it has OOM kills to count, and there are none here)."""
-    return sum(1 for r in emulator.since(start, until) if r.method == "GET" and r.origin == "operator")
-
+def operator_reads(requests: list[Request]) -> Counter[str]:
+    """The operator's reads (not watches) by the part of it that made them; kopf's as `kopf`."""
+    return Counter("kopf" if r.origin == "kopf" else r.part for r in requests
+                   if r.method == "GET" and r.origin != "bench")
 
 
 def wait_quiet(emulator: RecordingEmulator, quiet_s: float, timeout: float) -> bool:
@@ -101,22 +110,40 @@ def wait_quiet(emulator: RecordingEmulator, quiet_s: float, timeout: float) -> b
     return wait_until(quiet, timeout, 0.25)
 
 
+def wait_drained(operator: Operator, quiet_s: float, timeout: float) -> float:
+    """Until kopf has logged no pod_event handler, nor the syncer an event's pass, for `quiet_s`;
+    returns when the last of them was seen (time.monotonic())."""
+    markers = ("Handler 'pod_event'", *EVENT_PASS)
+    state = {"count": -1, "since": time.monotonic()}
+
+    def quiet() -> bool:
+        text = operator.log_path.read_text(errors="replace")
+        count = sum(text.count(m) for m in markers)
+        if count != state["count"]:
+            state["count"], state["since"] = count, time.monotonic()
+        return time.monotonic() - state["since"] >= quiet_s
+    wait_until(quiet, timeout, 0.5)
+    return state["since"]
+
+
 @dataclass
 class ScaleResult:
     clusters: int
     workers: int
+    cached: bool
     pods_s: float | None = None
     ready_s: float | None = None
     mark_ready_s: float = 0.0
     create_writes: Counter[str] = field(default_factory=Counter)
     ready_writes: Counter[str] = field(default_factory=Counter)
+    reads: Counter[str] = field(default_factory=Counter)  # from the first create until the Ready passes are done
     noop_writes: Counter[str] = field(default_factory=Counter)
     noop_passes: int = 0
     noop_window_s: float = 0.0
     noop_first_pass_s: float = 0.0  # the longest any cluster waited for its first pass
     noop_longest_gap_s: float = 0.0  # the longest time between two passes over one cluster
     peak_rss: int | None = None
-    create_passes: int = 0
+    create_passes: int = 0  # event-driven passes (the syncer's log)
     ready_passes: int = 0
     drain_s: float = 0.0
     operator_cpu_s: float = 0.0
@@ -125,18 +152,23 @@ class ScaleResult:
     reached: str = ""
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def mode(self) -> str:
+        return "on" if self.cached else "off"
 
-def run_scale(clusters: int, workers: int, resync_s: float, workdir: Path) -> ScaleResult:
-    result = ScaleResult(clusters, workers)
+
+def run_scale(clusters: int, workers: int, resync_s: float, workdir: Path, cached: bool) -> ScaleResult:
+    result = ScaleResult(clusters, workers, cached)
     names = [f"c{i:03d}" for i in range(clusters)]
     children = 3 + workers  # secret, service, head
+    tag = f"{clusters}-{result.mode}"
     emulator = new_emulator()
     wall0, cpu0 = time.monotonic(), time.process_time()
     with EmulatorServer(emulator) as server:
-        kubeconfig = write_kubeconfig(workdir / f"kubeconfig-{clusters}", server.url)
+        kubeconfig = write_kubeconfig(workdir / f"kubeconfig-{tag}", server.url)
         client = bench_client(server.url)
         custom, core = kubernetes.client.CustomObjectsApi(client), kubernetes.client.CoreV1Api(client)
-        operator = Operator(kubeconfig, workdir / f"operator-{clusters}.log", resync_s)
+        operator = Operator(kubeconfig, workdir / f"operator-{tag}.log", resync_s, cached=cached)
         try:
             wait_watching(emulator, operator)
 
@@ -159,7 +191,7 @@ def run_scale(clusters: int, workers: int, resync_s: float, workdir: Path) -> Sc
                 return server.call(read, timeout=30)
 
             # 1. create every cluster, wait for every child
-            t0 = time.monotonic()
+            t0, log0 = time.monotonic(), operator.log_size()
             for name in names:
                 custom.create_namespaced_custom_object("rayguard.dev", "v1", NS, "rayclusters",
                                                        cluster_body(name, workers))
@@ -175,9 +207,9 @@ def run_scale(clusters: int, workers: int, resync_s: float, workdir: Path) -> Sc
             wait_quiet(emulator, QUIET_S, 120)
 
             # 2. mark every pod Ready, as a kubelet would, and wait for every status to say Ready
-            t1 = time.monotonic()
+            t1, log1 = time.monotonic(), operator.log_size()
             result.create_writes = operator_writes(emulator.since(t0, t1))
-            result.create_passes = passes_between(emulator, t0, t1)
+            result.create_passes = len(operator.passes(EVENT_PASS, log0, log1))
             pods = [p["metadata"]["name"] for p in json.loads(core.list_namespaced_pod(
                 NS, label_selector="rayguard.dev/cluster", _preload_content=False).data)["items"]]
             status = {"status": {"phase": "Running", "podIP": "10.0.0.1",
@@ -197,20 +229,19 @@ def run_scale(clusters: int, workers: int, resync_s: float, workdir: Path) -> Sc
             status_writes = [r.time for r in emulator.since(t1) if classify(r) == "status"]
             result.ready_s = max(status_writes) - t1
             wait_quiet(emulator, QUIET_S, 120)
-            # Each pod event queues a pass over its cluster, and those may still be running:
-            # wait until kopf has logged no pod_event handler for a few seconds.
+            # Each pod event queues a pass over its cluster, and those may still be running: wait
+            # until kopf has logged no pod_event handler, nor the syncer an event's pass, for a while.
             t_drain = time.monotonic()
-            wait_quiet_log(operator.log_path, "Handler 'pod_event'", QUIET_S, PHASE_TIMEOUT_S)
-            result.drain_s = time.monotonic() - t_drain
+            result.drain_s = wait_drained(operator, QUIET_S, PHASE_TIMEOUT_S) - t_drain
 
             # 3. a no-op resync: every cluster passed over at least once, nothing to change
-            t2 = time.monotonic()
+            t2, log2 = time.monotonic(), operator.log_size()
             result.ready_writes = operator_writes(emulator.since(t1, t2))
-            result.ready_passes = passes_between(emulator, t1, t2)
+            result.ready_passes = len(operator.passes(EVENT_PASS, log1, log2))
+            result.reads = operator_reads(emulator.since(t0, t2))
 
             def passes() -> Counter[str]:
-                return Counter(r.path.rsplit("/", 1)[-1] for r in emulator.since(t2)
-                               if r.method == "GET" and r.origin == "operator")
+                return Counter(r.path.rsplit("/", 1)[-1] for r in emulator.cluster_reads(t2))
             wait_until(lambda: len(passes()) == clusters and time.monotonic() - t2 >= resync_s,
                        max(60.0, 10 * resync_s), 0.25)
             time.sleep(1.0)  # let the last passes finish their writes, if any
@@ -219,9 +250,8 @@ def run_scale(clusters: int, workers: int, resync_s: float, workdir: Path) -> Sc
             result.noop_passes = sum(passes().values())
             result.noop_window_s = t3 - t2
             times: dict[str, list[float]] = {}
-            for r in emulator.since(t2 - 2 * resync_s, t3):
-                if r.method == "GET" and r.origin == "operator":
-                    times.setdefault(r.path.rsplit("/", 1)[-1], []).append(r.time)
+            for r in emulator.cluster_reads(t2 - 2 * resync_s, t3):
+                times.setdefault(r.path.rsplit("/", 1)[-1], []).append(r.time)
             firsts = [min((t for t in ts if t >= t2), default=t3) - t2 for ts in times.values()]
             result.noop_first_pass_s = max(firsts, default=0.0)
             result.noop_longest_gap_s = max((b - a for ts in times.values() for a, b in zip(ts, ts[1:])), default=0.0)
@@ -244,60 +274,61 @@ def others(counts: Counter[str]) -> int:
     return sum(v for k, v in counts.items() if k not in ("children", "status", "events"))
 
 
-
 def table(results: list[ScaleResult]) -> str:
-    header = ("clusters | converge s (children / Ready) | writes/cluster: children | status | events | other"
-              " | no-op resync writes (passes) | peak RSS MiB")
-    lines = [header, "-" * len(header)]
+    header = ["clusters", "cache", "converge s (children / Ready)",
+              "reads/cluster to Ready: events | resync | other | all", "event passes/cluster",
+              "writes/cluster: children | status | events | other", "no-op resync writes (passes)", "peak RSS MiB"]
+    rows = []
     for r in results:
-        total = r.create_writes + r.ready_writes
-        n = r.clusters
+        total, n = r.create_writes + r.ready_writes, r.clusters
         converge = (f"{r.pods_s:.1f} / {r.ready_s:.1f}" if r.ready_s is not None
                     else f"{r.pods_s:.1f} / -" if r.pods_s is not None else "-")
-        rss = f"{r.peak_rss / MiB:.0f}" if r.peak_rss else "-"
+        reads = " | ".join(fmt(r.reads.get(part, 0) / n) for part in READ_PARTS)
+        reads += f" | {fmt(sum(r.reads.get(p, 0) for p in READ_PARTS) / n)}"
+        writes = " | ".join(fmt(per_cluster(total, n, k)) for k in ("children", "status", "events"))
         noop = f"{sum(r.noop_writes.values())} ({r.noop_passes})" if r.ready_s is not None else "-"
-        lines.append(f"{n:>8} | {converge:>29} | {fmt(per_cluster(total, n, 'children')):>24} | "
-                     f"{fmt(per_cluster(total, n, 'status')):>6} | {fmt(per_cluster(total, n, 'events')):>6} | "
-                     f"{fmt(others(total) / n):>5} | {noop:>28} | {rss:>12}")
-    return "\n".join(lines)
+        rows.append([str(n), r.mode, converge, reads if r.ready_s is not None else "-",
+                     fmt((r.create_passes + r.ready_passes) / n), f"{writes} | {fmt(others(total) / n)}", noop,
+                     f"{r.peak_rss / MiB:.0f}" if r.peak_rss else "-"])
+    return column_table(header, rows)
 
 
 def details(results: list[ScaleResult], workers: int, resync_s: float) -> str:
     children = 3 + workers
     out = []
     for r in results:
+        n, label = r.clusters, f"{r.clusters} clusters, cache {r.mode}"
         if r.reached:
-            out.append(f"{r.clusters} clusters: did not converge: {r.reached}")
-        n = r.clusters
+            out.append(f"{label}: did not converge: {r.reached}")
         if r.ready_s is None:
             continue
         total = r.create_writes + r.ready_writes
         other = {k: v for k, v in total.items() if k not in ("children", "status", "events")}
         out.append(
-            f"{n} clusters: status writes/cluster {fmt(r.create_writes['status'] / n)} while creating +"
+            f"{label}: status writes/cluster {fmt(r.create_writes['status'] / n)} while creating +"
             f" {fmt(r.ready_writes['status'] / n)} while pods became Ready; other: "
             + (", ".join(f"{k} {fmt(v / n)}/cluster" for k, v in sorted(other.items())) or "none")
-            + f"; marking {n * (1 + workers)} pods Ready took the bench {r.mark_ready_s:.1f} s of the Ready time")
+            + f"; marking {n * (1 + workers)} pods Ready took the bench {r.mark_ready_s:.1f} s of the Ready time;"
+            + f" kopf's own reads {fmt(r.reads.get('kopf', 0) / n)}/cluster")
         if sum(r.noop_writes.values()):
-            out.append(f"{n} clusters: no-op resync wrote: " + ", ".join(
+            out.append(f"{label}: no-op resync wrote: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(r.noop_writes.items())))
-        out.append(f"{n} clusters: reconcile passes/cluster: {r.create_passes / n:.1f} while creating,"
-                   f" {r.ready_passes / n:.1f} while pods became Ready (one per pod event; the last ran"
+        out.append(f"{label}: event-driven passes/cluster: {r.create_passes / n:.1f} while creating,"
+                   f" {r.ready_passes / n:.1f} while pods became Ready (the last ran"
                    f" {r.drain_s:.0f} s after the status writes stopped); no-op window {r.noop_window_s:.1f} s,"
-                   f" {r.noop_passes / max(r.noop_window_s, 1e-9):.1f} passes/s, {r.noop_passes}"
-                   f" passes ({r.noop_passes / n:.1f} per cluster); every cluster had a pass within"
-                   f" {r.noop_first_pass_s:.1f} s; longest gap between two passes over one cluster"
+                   f" {r.noop_passes} resync passes ({r.noop_passes / n:.1f} per cluster); every cluster had one"
+                   f" within {r.noop_first_pass_s:.1f} s; longest gap between two over one cluster"
                    f" {r.noop_longest_gap_s:.1f} s")
-        out.append(f"{n} clusters: CPU over {r.wall_s:.0f} s: operator {r.operator_cpu_s:.0f} s,"
+        out.append(f"{label}: CPU over {r.wall_s:.0f} s: operator {r.operator_cpu_s:.0f} s,"
                    f" emulator + bench {r.bench_cpu_s:.0f} s")
         for line in r.problems[:5]:
-            out.append(f"{n} clusters: operator log: {line[:200]}")
+            out.append(f"{label}: operator log: {line[:200]}")
     out.append("")
     out.append(f"naive reconcile (computed, not run): PUT all {children} children + the status on every pass")
     for r in results:
         n = r.clusters
         out.append(f"  {n:>4} clusters: {children + 1} x {n} = {(children + 1) * n} writes per no-op resync pass"
-                   f" (rayguard: {sum(r.noop_writes.values()) if r.ready_s is not None else '-'});"
+                   f" (rayguard, cache {r.mode}: {sum(r.noop_writes.values()) if r.ready_s is not None else '-'});"
                    f" at the default 60 s resync {(children + 1) * n * 60} writes/hour")
     return "\n".join(out)
 
@@ -306,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", default="10,50,200", help="cluster counts, comma-separated")
     parser.add_argument("--workers", type=int, default=10, help="workers per cluster")
-    parser.add_argument("--resync", type=float, default=5.0, help="RAYGUARD_OPERATOR_RESYNC_SECONDS")
+    parser.add_argument("--resync", type=float, default=30.0, help="RAYGUARD_OPERATOR_RESYNC_SECONDS")
+    parser.add_argument("--cache", default="off,on", help="clusters case: the operator's cache off, on, or both")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--keep-logs", type=Path, help="copy the operator logs to this directory")
     parser.add_argument("--case", choices=("clusters", "replicas", "all"), default="clusters",
@@ -317,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell-timeout", type=float, default=600.0, help="replica case: seconds per cell")
     args = parser.parse_args(argv)
     scales = [int(s) for s in args.scales.split(",") if s.strip()] if args.case != "replicas" else []
+    caches = [m.strip() == "on" for m in args.cache.split(",") if m.strip()]
     cells = [tuple(int(n) for n in c.split("x")) for c in args.cells.split(",")] if args.cells else \
         default_cells((MAX_GROUP_REPLICAS, MAX_CLUSTER_WORKERS))
     if args.case == "clusters":
@@ -329,11 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for clusters in scales:
-            t = time.monotonic()
-            result = run_scale(clusters, args.workers, args.resync, workdir)
-            results.append(result)
-            print(f"[{time.monotonic() - started:5.0f}s] {clusters} clusters done in {time.monotonic() - t:.0f} s",
-                  file=sys.stderr, flush=True)
+            for cached in caches:
+                t = time.monotonic()
+                results.append(run_scale(clusters, args.workers, args.resync, workdir, cached))
+                print(f"[{time.monotonic() - started:5.0f}s] {clusters} clusters, cache {'on' if cached else 'off'},"
+                      f" done in {time.monotonic() - t:.0f} s", file=sys.stderr, flush=True)
         for groups, replicas in cells:
             for batched in modes:
                 t = time.monotonic()
@@ -354,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     if scales:
         print()
         print(f"Reconcile at scale: clusters of 1 head + {args.workers} workers ({3 + args.workers} children),"
-              f" operator `rayguard operator --standalone` in its own process, resync {args.resync:g} s")
+              f" operator `rayguard operator --standalone` in its own process, resync {args.resync:g} s;"
+              f" cache off (every pass reads the API, a pass per pod event) and on (the watches' cache,"
+              f" passes coalesced per cluster)")
         print(table(results))
         print(details(results, args.workers, args.resync))
     if cells:
@@ -366,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     print(load_line(load_before, load_after))
     if args.json:
         args.json.write_text(json.dumps([{**r.__dict__, "create_writes": dict(r.create_writes),
-                                          "ready_writes": dict(r.ready_writes),
+                                          "ready_writes": dict(r.ready_writes), "reads": dict(r.reads),
                                           "noop_writes": dict(r.noop_writes)} for r in results]
                                         + [r.__dict__ for r in replica_results], indent=2))
     return 0

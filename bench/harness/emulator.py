@@ -25,6 +25,7 @@ from testkit.kube.semantics import api_error, field_value, parse_field_selector,
 
 BENCH_AGENT = "rayguard-bench"
 KOPF_AGENT = "kopf/"
+OPERATOR_AGENT = "rayguard-operator"
 NS = "default"
 MERGE = "application/merge-patch+json"
 CLUSTER_LABEL = "rayguard.dev/cluster"
@@ -47,6 +48,15 @@ class Request(NamedTuple):
         if self.agent.startswith(BENCH_AGENT):
             return "bench"
         return "kopf" if self.agent.startswith(KOPF_AGENT) else "operator"
+
+    @property
+    def part(self) -> str:
+        """The part of the operator that made it: reconcile (an event's pass), resync (the
+        timer's full read), or other (the OOM report follower; an operator without the tag)."""
+        for token in self.agent.split():  # e.g. "OpenAPI-Generator/37.0.2/python rayguard-operator/resync"
+            if token.startswith(OPERATOR_AGENT + "/"):
+                return token[len(OPERATOR_AGENT) + 1:]
+        return "other"
 
 
 class InFlightRequests(list):  # type: ignore[type-arg]
@@ -95,8 +105,8 @@ class InFlightRequests(list):  # type: ignore[type-arg]
 @attrs.define(kw_only=True)
 class RecordingEmulator(ApiEmulator):
     """The tests' emulator with a request log of in-flight requests only (see
-    InFlightRequests), also logging who
-    wrote (User-Agent) and every GET of one RayCluster by name (one per reconcile pass)."""
+    InFlightRequests), also logging every write and every read that is not a watch, with who
+    made it (User-Agent)."""
 
     log: list[Request] = attrs.field(factory=list, init=False)
     _keys_by_resource: dict[Any, dict[Any, None]] = attrs.field(factory=dict, init=False)
@@ -108,7 +118,7 @@ class RecordingEmulator(ApiEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         method, path = raw_request.method, raw_request.path
-        if method in WRITE_METHODS or (method == "GET" and "/rayclusters/" in path):
+        if method in WRITE_METHODS or (method == "GET" and raw_request.query.get("watch") not in ("true", "1")):
             self.log.append(Request(time.monotonic(), method, path, raw_request.headers.get("User-Agent", "")))
         try:
             return await super().__call__(raw_request)
@@ -182,6 +192,12 @@ class RecordingEmulator(ApiEmulator):
 
     def since(self, start: float, until: float | None = None) -> list[Request]:
         return [r for r in list(self.log) if r.time >= start and (until is None or r.time < until)]
+
+    def cluster_reads(self, start: float, until: float | None = None) -> list[Request]:
+        """The operator's GETs of one RayCluster by name: one per resync pass (the timer's full
+        read; event-driven passes read the cache, or, with the cache off, the API too)."""
+        return [r for r in self.since(start, until) if r.method == "GET" and r.origin == "operator"
+                and r.resource == "rayclusters" and r.path.count("/") == 7]
 
 
 def new_emulator(kind: type[E] = RecordingEmulator) -> E:  # type: ignore[assignment]

@@ -18,11 +18,25 @@ from bench.harness.procfs import vm_hwm_bytes
 from bench.harness.waiting import wait_until
 
 
-# `python -c` this instead of `-m rayguard_operator.cli`: the same operator, with no bound on the
-# pod creates of one pass (kopf then imports the handlers into this process, patched).
-UNBOUNDED_BATCHES = ("import sys; import rayguard_operator.reconcile.actions as actions;"
-                     " actions.MAX_POD_CREATES_PER_PASS = None;"
-                     " from rayguard_operator.cli import main; sys.exit(main(sys.argv[1:]))")
+# `python -c` this instead of `-m rayguard_operator.cli`: the same operator, set up before kopf
+# imports the handlers (into this process): the syncer logs one line per pass (debug), and, as
+# asked, pod creates are not bounded per pass (the operator before batching), or the cache is off
+# (every pass reads the API, each pod event runs its own pass: the operator before the cache).
+def bootstrap(unbounded_batches: bool, cached: bool) -> str:
+    lines = ["import logging, sys",
+             "logging.getLogger('rayguard_operator.reconcile.syncer').setLevel(logging.DEBUG)"]
+    if unbounded_batches:
+        lines.append("import rayguard_operator.reconcile.actions as actions; actions.MAX_POD_CREATES_PER_PASS = None")
+    if not cached:
+        lines.append("import rayguard_operator.reconcile.cache as cache; cache.ENABLED = False")
+    lines.append("from rayguard_operator.cli import main; sys.exit(main(sys.argv[1:]))")
+    return "\n".join(lines)
+
+
+# The syncer's debug line for each pass: `RayCluster NS/NAME: MODE pass: ...` (MODE: cached,
+# uncached: event-driven, from the cache or not; fresh: the resync timer's full read).
+EVENT_PASS = (": cached pass", ": uncached pass")
+FRESH_PASS = ": fresh pass"
 
 
 def cluster_body(name: str, workers: int) -> dict[str, Any]:
@@ -35,16 +49,15 @@ def cluster_body(name: str, workers: int) -> dict[str, Any]:
 class Operator:
     """`rayguard operator --standalone` as a child process, stopped by its PID."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, resync_s: float, unbounded_batches: bool = False) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, resync_s: float, unbounded_batches: bool = False,
+                 cached: bool = True) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAYGUARD_")}
         env.update(KUBECONFIG=str(kubeconfig), RAYGUARD_OPERATOR_NAMESPACES=NS,
                    RAYGUARD_OPERATOR_LOG_FORMAT="plain", RAYGUARD_OPERATOR_RESYNC_SECONDS=str(resync_s),
                    RAYGUARD_OPERATOR_NODE_IMAGE="rayguard/node:bench")
         self.log_path = log_path
         self._log = log_path.open("w")
-        command = [sys.executable, "-m", "rayguard_operator.cli", "operator", "--standalone"]
-        if unbounded_batches:  # the operator before batching: every missing pod in one pass
-            command[1:3] = ["-c", UNBOUNDED_BATCHES]
+        command = [sys.executable, "-c", bootstrap(unbounded_batches, cached), "operator", "--standalone"]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def peak_rss(self) -> int | None:
@@ -59,6 +72,17 @@ class Operator:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+    def log_size(self) -> int:
+        """Where the log ends now: count passes between two of these with `passes`."""
+        return self.log_path.stat().st_size
+
+    def passes(self, markers: tuple[str, ...], start: int = 0, end: int | None = None) -> list[str]:
+        """The pass lines holding one of `markers` between two `log_size()` offsets."""
+        with self.log_path.open("rb") as log:
+            log.seek(start)
+            text = log.read(None if end is None else end - start).decode(errors="replace")
+        return [line for line in text.splitlines() if any(m in line for m in markers)]
 
     def problems(self) -> list[str]:
         text = self.log_path.read_text(errors="replace")

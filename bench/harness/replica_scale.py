@@ -7,10 +7,10 @@ creates the RayCluster and measures:
 
 - *pods s*: from the create until the last of the 1 + G x R pods was created;
 - *idle s*: until the operator is idle again: the pod events of the created pods have all
-  been handled (kopf logged no `pod_event` handler for a few seconds) and nobody has written
-  for as long. The time to converge;
-- *passes*: reconcile passes (each reads the RayCluster once by name), and the most pod
-  creates that fell between two of them (the largest batch);
+  been handled (kopf logged no `pod_event` handler, nor the syncer an event's pass, for a few
+  seconds) and nobody has written for as long; the time of the last write. The time to converge;
+- *passes*: reconcile passes (the syncer logs one line for each, with its pod creates), and
+  the most pod creates of one of them (the largest batch);
 - *status*: the status writes, and `workersDesired` at the end;
 - *peak RSS*: the operator process's VmHWM at the end.
 
@@ -21,6 +21,7 @@ group is being created.
 from __future__ import annotations
 
 import copy
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,8 @@ from typing import Any
 
 import kubernetes.client
 
-from bench.harness.emulator import NS, RecordingEmulator, bench_client, new_emulator
-from bench.harness.operator_process import Operator, cluster_body, wait_watching
+from bench.harness.emulator import NS, bench_client, new_emulator
+from bench.harness.operator_process import EVENT_PASS, FRESH_PASS, Operator, cluster_body, wait_watching
 from bench.harness.output import column_table, seconds
 from bench.harness.procfs import cpu_seconds_or_zero
 from bench.harness.waiting import wait_quiet_log, wait_until
@@ -69,18 +70,10 @@ def replica_body(groups: int, replicas: int) -> dict[str, Any]:
     return body
 
 
-def _largest_batch(emulator: RecordingEmulator, start: float) -> int:
-    """The most pod creates between two reads of the RayCluster (one read starts each pass)."""
-    largest = current = 0
-    for r in emulator.since(start):
-        if r.origin != "operator":
-            continue
-        if r.method == "GET":
-            current = 0
-        elif r.method == "POST" and r.resource == "pods":
-            current += 1
-            largest = max(largest, current)
-    return largest
+def _largest_batch(pass_lines: list[str]) -> int:
+    """The most pod creates of one pass (`..., N pod creates` ends each pass line)."""
+    return max((int(m.group(1)) for line in pass_lines if (m := re.search(r"(\d+) pod creates", line))),
+               default=0)
 
 
 def run_replica_cell(groups: int, replicas: int, batched: bool, resync_s: float, workdir: Path,
@@ -113,17 +106,17 @@ def run_replica_cell(groups: int, replicas: int, batched: bool, resync_s: float,
                 return result
             result.pods_s = max(creates) - t0
             left = max(60.0, timeout_s - (time.monotonic() - t0))
-            if not wait_quiet_log(operator.log_path, "Handler 'pod_event'", QUIET_S, left):
+            if not all(wait_quiet_log(operator.log_path, marker, QUIET_S, left)
+                       for marker in ("Handler 'pod_event'", *EVENT_PASS)):
                 result.reached = f"pods created; pod events still being handled after {timeout_s:.0f} s"
             else:
                 last_write = max((r.time for r in emulator.since(t0)
                                   if r.method in WRITE_METHODS and r.origin != "bench"), default=t0)
-                last_pass = max((r.time for r in emulator.since(t0)
-                                 if r.method == "GET" and r.origin == "operator"), default=t0)
-                result.idle_s = max(last_write, last_pass) - t0
+                result.idle_s = last_write - t0
             log = emulator.since(t0)
-            result.passes = sum(1 for r in log if r.method == "GET" and r.origin == "operator")
-            result.largest_batch = _largest_batch(emulator, t0)
+            pass_lines = operator.passes((*EVENT_PASS, FRESH_PASS))
+            result.passes = len(pass_lines)
+            result.largest_batch = _largest_batch(pass_lines)
             result.status_writes = sum(1 for r in log if r.resource == "rayclusters/status" and r.origin == "operator")
             status = custom.get_namespaced_custom_object("rayguard.dev", "v1", NS, "rayclusters", NAME).get("status")
             result.workers_desired = (status or {}).get("workersDesired")

@@ -1,14 +1,25 @@
-"""Thin kopf handlers: each names the cluster and hands it to `Syncer.sync`.
+"""Thin kopf handlers: each names the cluster and hands it to `Syncer.sync`, or feeds the cache.
 
 Triggers: create, update and resume (one `ensure`), a timer at the resync interval, and
 events of pods labelled with a cluster, so that a deleted, failed or newly ready pod is acted
-on at once rather than at the next resync. On deletion, `drain` only waits for a pass in
-flight; owner references let the API server collect the children. Handlers return None: the
-status has no room for kopf's handler results, and rayguard writes its own.
+on at once rather than at the next resync. Pod events are coalesced per cluster
+(`reconcile/coalesce.py`): a burst of them is one pass over the cache, not one pass each.
+
+The cache (`reconcile/cache.py`) is fed by two kopf indexes, over RayClusters and over the
+pods labelled with a cluster: kopf calls index handlers first for every object it is told
+about, and starts no other handler before both first lists are in, so a pass never sees a
+partial cache. Their deletions come through the event handlers. The resync timer reads the
+API afresh (`fresh=True`): the safety net against an event a watch missed, cheap at its
+interval; its first tick waits an interval, as `ensure` has just passed over the cluster.
+
+On deletion, `drain` only waits for a pass in flight; owner references let the API server
+collect the children. Handlers return None: the status has no room for kopf's handler
+results, and rayguard writes its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -16,7 +27,8 @@ import kopf
 
 from rayguard_operator import names
 from rayguard_operator.errors import KubeApiError
-from rayguard_operator.handlers.startup import SETTINGS
+from rayguard_operator.handlers.startup import SETTINGS, run_pass
+from rayguard_operator.reconcile import cache
 
 RETRY_DELAY_SECONDS = 10
 
@@ -49,22 +61,40 @@ def drain(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.timer(names.GROUP, names.VERSION, names.PLURAL, interval=SETTINGS.resync_seconds,
-            backoff=SETTINGS.resync_seconds)
+            initial_delay=SETTINGS.resync_seconds if cache.ENABLED else None, backoff=SETTINGS.resync_seconds)
 def resync(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Periodic reconcile. An API failure is logged and contained: the next tick retries
-    (kopf's own backoff after a failed timer is a minute, whatever the interval)."""
-    _contained(memo, namespace, name)
+    """Periodic reconcile from a fresh read. An API failure is logged and contained: the next
+    tick retries (kopf's own backoff after a failed timer is a minute, whatever the interval)."""
+    run_pass(memo.syncer, namespace, name, fresh=True)
+
+
+@kopf.index(names.GROUP, names.VERSION, names.PLURAL)
+async def cached_clusters(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if memo.cache is not None:
+        memo.cache.put_cluster(body)
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL,
+               when=lambda event, **_: event.get("type") == "DELETED")  # type: ignore[misc]
+async def cluster_deleted(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if memo.cache is not None:
+        memo.cache.forget_cluster(namespace, name)
+
+
+@kopf.index("v1", "pods", labels={names.LABEL_CLUSTER: kopf.PRESENT})
+async def cached_pods(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if memo.cache is not None:
+        memo.cache.put_pod(body)
 
 
 @kopf.on.event("v1", "pods", labels={names.LABEL_CLUSTER: kopf.PRESENT})
-def pod_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(event: kopf.RawEvent, body: kopf.Body, namespace: str, labels: dict[str, str],
+                    memo: kopf.Memo, **_: Any) -> None:
     """A pod of a cluster was added, changed or deleted: reconcile its cluster."""
-    _contained(memo, namespace, labels[names.LABEL_CLUSTER])
-
-
-def _contained(memo: kopf.Memo, namespace: str, name: str) -> None:
-    try:
-        memo.syncer.sync(namespace, name)
-    except KubeApiError as error:
-        log.warning("RayCluster %s/%s: %s; retrying at the next resync", namespace, name, error)
-
+    cluster = labels[names.LABEL_CLUSTER]
+    if memo.cache is not None and event.get("type") == "DELETED":
+        memo.cache.remove_pod(body)
+    if memo.coalescer is not None:
+        memo.coalescer.touch((namespace, cluster))
+    else:  # as before the cache: a pass per event, in a thread
+        await asyncio.to_thread(run_pass, memo.syncer, namespace, cluster)

@@ -1,5 +1,6 @@
 """Operator start and stop: kopf's persistence and watch settings, the shared client, the
-reconciler and the OOM tracker (kept in kopf's memo for the other handlers).
+reconciler with its cache and coalescer, and the OOM tracker (kept in kopf's memo for the
+other handlers).
 
 Settings are read from the environment when this module is imported, because the resync
 timer's interval in `cluster.py` is a decorator argument.
@@ -8,14 +9,18 @@ timer's interval in `cluster.py` is a decorator argument.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import kopf
 
 from rayguard_operator import names
+from rayguard_operator.errors import KubeApiError
 from rayguard_operator.kube.api import KubeApi
+from rayguard_operator.oom.counts import uncounted
 from rayguard_operator.oom.events import EventAggregator
 from rayguard_operator.oom.tracker import OomTracker
+from rayguard_operator.reconcile import cache
+from rayguard_operator.reconcile.coalesce import Coalescer
 from rayguard_operator.reconcile.syncer import Syncer
 from rayguard_operator.settings import OperatorSettings
 
@@ -39,13 +44,40 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.connect_timeout = 30
     api = KubeApi.from_environment()
     memo.oom_tracker = OomTracker(api, EventAggregator(api))
-    memo.syncer = Syncer(api, SETTINGS, count_ooms=memo.oom_tracker.count_pod_ooms)
-    log.info("rayguard operator: node image %s, resync every %ss, namespaces %s", SETTINGS.node_image,
-             SETTINGS.resync_seconds, ",".join(SETTINGS.namespaces) or "all")
+    memo.cache = cache.ClusterCache() if cache.ENABLED else None
+    memo.syncer = Syncer(api, SETTINGS, count_ooms=fresh_oom_counter(api, memo.oom_tracker), cache=memo.cache)
+    syncer = memo.syncer
+    memo.coalescer = Coalescer(lambda key, started: run_pass(syncer, *key, started=started)) \
+        if cache.ENABLED else None
+    log.info("rayguard operator: node image %s, resync every %ss, namespaces %s, %s", SETTINGS.node_image,
+             SETTINGS.resync_seconds, ",".join(SETTINGS.namespaces) or "all",
+             "reading from the watches' cache" if cache.ENABLED else "reading the API on every pass")
 
 
 @kopf.on.cleanup()
-def close(memo: kopf.Memo, **_: Any) -> None:
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    coalescer = getattr(memo, "coalescer", None)
+    if coalescer is not None:
+        await coalescer.close()
     syncer = getattr(memo, "syncer", None)
     if syncer is not None:
         syncer.api.close()
+
+
+def run_pass(syncer: Syncer, namespace: str, name: str, fresh: bool = False,
+             started: Callable[[], None] | None = None) -> None:
+    """A pass no kopf handler waits for: an API failure is logged, and the next event or
+    resync tries again."""
+    try:
+        syncer.sync(namespace, name, fresh, started)
+    except KubeApiError as error:
+        log.warning("RayCluster %s/%s: %s; retrying at the next resync", namespace, name, error)
+
+
+def fresh_oom_counter(api: KubeApi, tracker: OomTracker) -> Callable[[str, str, tuple[dict[str, Any], ...]], int]:
+    """The tracker's `count_pod_ooms`, given a fresh read of each pod that shows an uncounted
+    OOM kill: the cache may not have the pod annotation that the last count wrote yet."""
+    def count(namespace: str, name: str, pods: tuple[dict[str, Any], ...]) -> int:
+        fresh = tuple(api.get_pod(namespace, p["metadata"]["name"]) if uncounted(p) else p for p in pods)
+        return tracker.count_pod_ooms(namespace, name, tuple(p for p in fresh if p is not None))
+    return count

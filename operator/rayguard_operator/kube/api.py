@@ -6,7 +6,8 @@ reason, never a request body (a Secret's values must not reach a log). Objects g
 out as plain dicts in the API's own camelCase, the shape the builders produce.
 
 The client is made once at operator startup (in kopf's memo); it is synchronous, and kopf runs
-the synchronous handlers that use it in its thread pool.
+the synchronous handlers that use it in its thread pool. Each request's User-Agent names the
+part of the operator that made it (`kube/caller.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from rayguard_operator import names
 from rayguard_operator.errors import KubeApiError
+from rayguard_operator.kube.caller import user_agent
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ def _error(verb: str, what: str, error: ApiException) -> KubeApiError:
 class KubeApi:
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
         self.api_client = api_client
+        # Sent with each request instead, with the operator's part added (`_call`): the client's
+        # default header would override a request's own.
+        self._agent = str(api_client.default_headers.pop("User-Agent", "") or "")
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
 
@@ -66,7 +71,8 @@ class KubeApi:
 
     def _call(self, verb: str, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return _read(call(*args, _preload_content=False, _request_timeout=TIMEOUT_SECONDS, **kwargs))
+            return _read(call(*args, _preload_content=False, _request_timeout=TIMEOUT_SECONDS,
+                              _headers={"User-Agent": f"{self._agent} {user_agent()}".strip()}, **kwargs))
         except ApiException as error:
             raise _error(verb, what, error) from None
 

@@ -1,8 +1,12 @@
 """One reconcile of one RayCluster: read, parse, plan, apply, then status and events.
 
 Every trigger (create, update, resume, the resync timer, a pod event) ends here with just a
-namespace and a name. The cluster is read fresh, so a pass always compares against the
-latest status and spec, and a pass over an unchanged cluster reads but never writes.
+namespace and a name. A pass reads the cluster and its pods from the cache the watches keep
+(`reconcile/cache.py`), and from the API only what no watch delivers and the syncer has not
+learned yet (the Secret and the head Service, once per cluster). The resync timer's pass
+(`fresh=True`) reads everything from the API, the safety net against a missed watch event.
+Without a cache (`cache.ENABLED` off) every pass reads the API, and reads the pods again
+after acting. Either way a pass over an unchanged cluster writes nothing.
 A per-cluster lock keeps two passes over one cluster from planning against the same
 snapshot (kopf runs timers, change handlers and pod events concurrently).
 A pass creates pods in one bounded batch (`actions.MAX_POD_CREATES_PER_PASS`); the events of
@@ -22,8 +26,10 @@ from rayguard_node.contract import rfc3339
 from rayguard_operator.manifests import events
 from rayguard_operator import names
 from rayguard_operator.errors import KubeApiError, SpecError
+from rayguard_operator.kube.caller import RECONCILE, RESYNC, calling_as
 from rayguard_operator.kube.protocols import SyncerApi
 from rayguard_operator.locks import ClusterLocks
+from rayguard_operator.reconcile.cache import ClusterCache, overlay
 from rayguard_operator.spec.model import ClusterModel, parse_cluster
 from rayguard_operator.reconcile.actions import Action, Observed, plan_actions
 from rayguard_operator.settings import OperatorSettings
@@ -56,29 +62,47 @@ def _ready_condition(status: Mapping[str, Any]) -> tuple[Any, ...] | None:
 
 
 class Syncer:
-    """Reconciles clusters through one API client (`KubeApi`, or a fake in tests). Clock and
-    randomness can be replaced in tests."""
+    """Reconciles clusters through one API client (`KubeApi`, or a fake in tests), reading from
+    `cache` when given one. Clock and randomness can be replaced in tests."""
 
     def __init__(self, api: SyncerApi, settings: OperatorSettings, now: Callable[[], str] = rfc3339.now_seconds,
                  new_name: Callable[[str], str] = random_name,
                  new_secrets: Callable[[], tuple[str, str]] = random_secrets,
-                 count_ooms: Callable[[str, str, tuple[dict[str, Any], ...]], int] | None = None) -> None:
-        self.api, self.settings = api, settings
+                 count_ooms: Callable[[str, str, tuple[dict[str, Any], ...]], int] | None = None,
+                 cache: ClusterCache | None = None) -> None:
+        self.api, self.settings, self.cache = api, settings, cache
         self.count_ooms = count_ooms
         self.now, self.new_name, self.new_secrets = now, new_name, new_secrets
         self.locks = ClusterLocks()
 
-    def sync(self, namespace: str, name: str) -> SyncResult | None:
-        """None when the cluster is gone or being deleted (its children go with it)."""
-        with self.locks(namespace, name):
-            body = self.api.get_cluster(namespace, name)
+    def sync(self, namespace: str, name: str, fresh: bool = False,
+             started: Callable[[], None] | None = None) -> SyncResult | None:
+        """None when the cluster is gone or being deleted (its children go with it). `fresh`:
+        read everything from the API (the resync timer's pass). `started` is called once the
+        pass holds the cluster's lock, before it reads."""
+        with self.locks(namespace, name), calling_as(RESYNC if fresh else RECONCILE):
+            if started is not None:
+                started()
+            body = None if fresh or self.cache is None else self.cache.cluster(namespace, name)
+            cached = body is not None
+            if body is None:
+                body = self.api.get_cluster(namespace, name)
+                if body is None and self.cache is not None:
+                    self.cache.forget_cluster(namespace, name)  # deleted while a watch was down
+            mode = "cached" if cached else "fresh" if self.cache is not None else "uncached"
             if body is None or body["metadata"].get("deletionTimestamp"):
+                log.debug("RayCluster %s/%s: %s pass: gone", namespace, name, mode)
                 return None
+            current = self._current_status(body, cached)
             try:
                 cluster = parse_cluster(body, self.settings)
             except SpecError as error:
-                return self._invalid(body, str(error))
-            return self._reconcile(body, cluster)
+                result = self._invalid(body, current, str(error))
+            else:
+                result = self._reconcile(body, cluster, current, cached)
+            log.debug("RayCluster %s/%s: %s pass: %d actions, %d pod creates", namespace, name, mode,
+                      len(result.actions), sum(1 for a in result.actions if a.verb == "create" and a.kind == "Pod"))
+            return result
 
     def drain(self, namespace: str, name: str) -> None:
         """Wait for a pass over this cluster that is under way. The cluster is already marked
@@ -86,8 +110,20 @@ class Syncer:
         with self.locks(namespace, name):
             pass
 
-    def _invalid(self, body: dict[str, Any], message: str) -> SyncResult:
-        meta, current = body["metadata"], body.get("status") or {}
+    def _current_status(self, body: dict[str, Any], cached: bool) -> dict[str, Any]:
+        """The status as it is: read with the body, or, from the cache, as the syncer last wrote
+        it (only the syncer writes what it compares; the watch may not have delivered it yet)."""
+        meta = body["metadata"]
+        status = body.get("status") or {}
+        if self.cache is not None:
+            if cached:
+                known = self.cache.known(meta["namespace"], meta["name"], meta.get("uid", "")).status
+                return status if known is None else known
+            self.cache.learn(meta["namespace"], meta["name"], meta.get("uid", ""), status=status)
+        return status
+
+    def _invalid(self, body: dict[str, Any], current: dict[str, Any], message: str) -> SyncResult:
+        meta = body["metadata"]
         desired = invalid_status(int(meta.get("generation") or 0), message, current, self.now())
         patched = self._write_status(body, current, desired)
         if spec_condition(current) != ("False", message):
@@ -95,12 +131,39 @@ class Syncer:
             self._event(body, events.EventNote(events.WARNING, events.INVALID_SPEC, message))
         return SyncResult(valid=False, status_patched=patched, error=message)
 
-    def _reconcile(self, body: dict[str, Any], cluster: ClusterModel) -> SyncResult:
-        ns, selector = cluster.namespace, names.cluster_selector(cluster.name)
-        observed = Observed(
-            secret=self.api.get_secret(ns, names.secret_name(cluster.name)),
-            service=self.api.get_service(ns, names.head_service_name(cluster.name)),
-            pods=tuple(self.api.list_pods(ns, selector)))
+    def _observe(self, cluster: ClusterModel, uid: str, cached: bool) -> Observed:
+        ns, name = cluster.namespace, cluster.name
+        if self.cache is None:
+            return Observed(secret=self.api.get_secret(ns, names.secret_name(name)),
+                            service=self.api.get_service(ns, names.head_service_name(name)),
+                            pods=tuple(self.api.list_pods(ns, names.cluster_selector(name))))
+        if cached:
+            known = self.cache.known(ns, name, uid)
+            if known.secret is None:
+                secret = self.api.get_secret(ns, names.secret_name(name))
+                self.cache.learn(ns, name, uid, secret=secret is not None)
+                exists = secret is not None
+            else:
+                exists = known.secret
+            service = known.service
+            if not known.service_known:
+                service = self.api.get_service(ns, names.head_service_name(name))
+                self.cache.learn(ns, name, uid, service=service, service_known=True)
+            return Observed(secret={"metadata": {"name": names.secret_name(name)}} if exists else None,
+                            service=service, pods=self.cache.pods(ns, name))
+        before = self.cache.pod_names(ns, name)
+        observed = Observed(secret=self.api.get_secret(ns, names.secret_name(name)),
+                            service=self.api.get_service(ns, names.head_service_name(name)),
+                            pods=tuple(self.api.list_pods(ns, names.cluster_selector(name))))
+        self.cache.learn(ns, name, uid, secret=observed.secret is not None, service=observed.service,
+                         service_known=True)
+        self.cache.listed(ns, name, before, (p["metadata"]["name"] for p in observed.pods))
+        return observed
+
+    def _reconcile(self, body: dict[str, Any], cluster: ClusterModel, current: dict[str, Any],
+                   cached: bool) -> SyncResult:
+        ns, uid = cluster.namespace, body["metadata"].get("uid", "")
+        observed = self._observe(cluster, uid, cached)
         if self.count_ooms is not None:
             # Before any pod is replaced: a Failed pod that Kubernetes OOMKilled is counted first.
             try:
@@ -109,21 +172,25 @@ class Syncer:
                 log.warning("RayCluster %s/%s: could not count OOM kills yet: %s", ns, cluster.name, error)
         actions = plan_actions(cluster, observed, self.new_name, self.new_secrets)
         done, failure = [], None
+        created: dict[str, dict[str, Any]] = {}
+        deleted: dict[str, str] = {}
         for action in actions:
             try:
-                changed = self._apply(cluster, action)
+                changed, obj = self._apply(cluster, action)
             except KubeApiError as error:
                 failure = str(error)
                 break
+            self._remember(cluster, uid, action, obj, created, deleted)
             if changed:  # not when a create met an existing object, or a delete a gone one
                 done.append(action)
                 log.info("RayCluster %s/%s: %s", ns, cluster.name, action.note.message)
                 self._event(body, action.note)
         pods = observed.pods
-        if actions:  # read again; the stale list goes first, so a pass holds one list of pods
+        if actions and self.cache is None:  # read again; the stale list goes first: one list at a time
             del observed, pods
-            pods = tuple(self.api.list_pods(ns, selector))
-        current = body.get("status") or {}
+            pods = tuple(self.api.list_pods(ns, names.cluster_selector(cluster.name)))
+        elif actions:  # what this pass did, laid over what it saw, as a list read now would show
+            pods = overlay({p["metadata"]["name"]: p for p in pods}, created, deleted)
         desired = compute_status(cluster, pods, current, self.now(), failure)
         patched = self._write_status(body, current, desired)
         if failure and _ready_condition(current) != _ready_condition(desired):
@@ -131,20 +198,47 @@ class Syncer:
             self._event(body, events.EventNote(events.WARNING, events.RECONCILE_FAILED, failure))
         return SyncResult(valid=True, actions=tuple(done), status_patched=patched, error=failure)
 
-    def _apply(self, cluster: ClusterModel, action: Action) -> bool:
+    def _apply(self, cluster: ClusterModel, action: Action) -> tuple[bool, dict[str, Any] | None]:
+        """(whether it changed anything, the object the server returned)."""
         if action.verb == "create":
-            return self.api.create(action.body or {}) is not None
+            obj = self.api.create(action.body or {})
+            return obj is not None, obj
         if action.verb == "patch":
-            self.api.patch(action.kind, cluster.namespace, action.name, action.body or {})
-            return True
-        return self.api.delete_pod(cluster.namespace, action.name)
+            return True, self.api.patch(action.kind, cluster.namespace, action.name, action.body or {})
+        return self.api.delete_pod(cluster.namespace, action.name), None
+
+    def _remember(self, cluster: ClusterModel, uid: str, action: Action, obj: dict[str, Any] | None,
+                  created: dict[str, dict[str, Any]], deleted: dict[str, str]) -> None:
+        """What a write taught: the child it wrote, or the pod the watch will deliver."""
+        ns, name = cluster.namespace, cluster.name
+        if action.kind == "Pod" and action.verb == "create" and obj is not None:
+            created[action.name] = obj
+        elif action.kind == "Pod" and action.verb == "delete":
+            deleted[action.name] = self.now()  # gone already (404) or going
+        if self.cache is None:
+            return
+        if action.kind == "Secret":
+            self.cache.learn(ns, name, uid, secret=True)  # created, or it existed (409)
+        elif action.kind == "Service":  # as written; after a 409, not known
+            self.cache.learn(ns, name, uid, service=obj, service_known=obj is not None)
+        elif action.verb == "create" and obj is not None:  # a pod: count it as there until delivered
+            self.cache.expect_created(ns, name, uid, obj)
+        elif action.verb == "delete":  # a pod: count it as terminating until the watch says so
+            self.cache.expect_deleted(ns, name, uid, action.name, deleted[action.name])
 
     def _write_status(self, body: dict[str, Any], current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+        meta = body["metadata"]
         patch = merge_patch(current, desired)
-        if not patch:
-            return False
-        self.api.patch_cluster_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
-        return True
+        try:
+            if patch:
+                self.api.patch_cluster_status(meta["namespace"], meta["name"], patch)
+        except KubeApiError:
+            if self.cache is not None:  # it may have been written: read it again
+                self.cache.learn(meta["namespace"], meta["name"], meta.get("uid", ""), status=None)
+            raise
+        if self.cache is not None:  # the status now, as a merge patch leaves it
+            self.cache.learn(meta["namespace"], meta["name"], meta.get("uid", ""), status={**current, **desired})
+        return bool(patch)
 
     def _event(self, body: dict[str, Any], note: events.EventNote) -> None:
         """Best effort: a refused event is logged, never a reason to stop reconciling."""
