@@ -120,7 +120,8 @@ class OperatorHarness:
                 and (cluster is None or e['involvedObject'].get('name') == cluster)]
 
     def reconciles(self, cluster: str) -> int:
-        """Passes the operator made over a cluster: each reads the cluster once by name."""
+        """Full passes the operator made over a cluster: the resync timer's, which read the
+        cluster by name (event-driven passes read it from the watches' cache instead)."""
         path = _re.compile(rf'/rayclusters/{cluster}$')
         return sum(1 for r in list(self.api.emulator)
                    if r.method.value == 'GET' and path.search(r.url.path))
