@@ -117,7 +117,9 @@ class Node:
 
 def start_node(role: str, cgroup: MemoryCgroup | None, *, pod_view: bool = False,
                env: dict[str, str] | None = None, head: Node | None = None,
-               temp_dir: Path | None = None) -> Node:
+               temp_dir: Path | None = None, dashboard_port: int | None = None) -> Node:
+    """A `rayguard-node run` process. The head runs without Ray's dashboard unless
+    `dashboard_port` is given (the state API, which the quota path reads, needs it)."""
     temp_dir = temp_dir or short_temp_dir()
     node = Node(role, cgroup, temp_dir, free_port(), head.gcs_port if head else free_port(),
                 head.redis_port if head else free_port())
@@ -125,7 +127,9 @@ def start_node(role: str, cgroup: MemoryCgroup | None, *, pod_view: bool = False
                                  "dashboard-agent-listen-port": free_port(),
                                  "metrics-export-port": free_port()}
     if role == "head":
-        params.update({"port": node.gcs_port, "include-dashboard": False})
+        params.update({"port": node.gcs_port, "include-dashboard": dashboard_port is not None})
+        if dashboard_port is not None:
+            params["dashboard-port"] = dashboard_port
     run_env = dict(os.environ)
     for name in [k for k in run_env if k.startswith(("RAYGUARD_", "RAY_"))]:
         run_env.pop(name)
@@ -141,6 +145,8 @@ def start_node(role: str, cgroup: MemoryCgroup | None, *, pod_view: bool = False
         "POD_NAMESPACE": "default",
         "RAYGUARD_GRACE_SECONDS": "10",
     })
+    if dashboard_port is not None:
+        run_env["RAYGUARD_DASHBOARD_PORT"] = str(dashboard_port)
     if head is not None:
         run_env.update({"RAYGUARD_HEAD_ADDRESS": head.address,
                         "RAYGUARD_RAY_AUTH_TOKEN_FILE": str(head.token_file),

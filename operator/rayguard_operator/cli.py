@@ -7,6 +7,8 @@
 - `rayguard render -f FILE [-o yaml|json]` prints what the operator would create.
   Exit status 2, with one line on stderr, for a file the operator would reject.
 - `rayguard local up FILE [--duration S] [-- DRIVER...]` runs the cluster on this machine.
+- `rayguard top CLUSTER [-n NAMESPACE]` (or `--redis-url URL`) shows live memory per node and task.
+- `rayguard profile fetch CLUSTER|DIR [--flamegraph]` copies out (or lists) memray profiles of Ray workers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from rayguard_operator.local.cli import add_local_parser
+from rayguard_operator.top.cli import add_top_parser
+from rayguard_operator.profile.cli import add_profile_parser
 from rayguard_node.errors import RayguardError
 from rayguard_operator.settings import OperatorSettings
 
@@ -64,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-f", "--file", required=True, help="RayCluster YAML file")
     render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     add_local_parser(commands)
+    add_top_parser(commands)
+    add_profile_parser(commands)
     return parser
 
 
@@ -80,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = OperatorSettings.from_env()
         if command == "operator":
             return _operator(rest, settings)
-        if command == "local":
+        if command in ("local", "top", "profile"):
             return int(args.handler(args))
         return _render(args, settings)
     except RayguardError as error:

@@ -6,6 +6,7 @@ parses it back with `Report.from_dict`, so both sides share one definition.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -102,6 +103,8 @@ class Report:
     top: tuple[TopEntry, ...] = field(default=())
     message: str = ""
     quota: QuotaBreach | None = None
+    # The victim's memray file, as the pod sees it, when its group profiles it.
+    profile: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +124,7 @@ class Report:
                     for t in self.top],
             "message": self.message,
             **({"quota": self.quota.to_dict()} if self.quota is not None else {}),
+            **({"profile": self.profile} if self.profile else {}),
         }
 
     def to_json(self) -> str:
@@ -146,6 +150,7 @@ class Report:
                           for t in data.get("top") or ()),
                 message=str(data.get("message") or ""),
                 quota=QuotaBreach.from_dict(data["quota"]) if data.get("quota") else None,
+                profile=str(data["profile"]) if data.get("profile") else None,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise MalformedReport(f"malformed report: missing or wrong field {error}") from None
@@ -207,7 +212,8 @@ def quota_sentence(victim: Victim, breach: QuotaBreach, where: str) -> str:
 
 
 def compose_message(kind: str, identity: Identity, victim: Victim, node: NodeUsage,
-                    top: Iterable[TopEntry] = (), quota: QuotaBreach | None = None) -> str:
+                    top: Iterable[TopEntry] = (), quota: QuotaBreach | None = None,
+                    profile: str | None = None) -> str:
     """The one text of an OOM kill: who killed what where, node usage, the largest users,
     advice. Printed by the runtime and posted by the operator as the Event's message."""
     details = [f"pid {victim.pid}"] if victim.pid is not None else []
@@ -228,6 +234,8 @@ def compose_message(kind: str, identity: Identity, victim: Victim, node: NodeUsa
     ]
     if users:
         lines.append(f"Largest users: {users}.")
+    if profile:
+        lines.append(f"memray profile: {profile} (rayguard profile fetch).")
     lines.append(advice(kind, identity))
     return " ".join(lines)
 
@@ -240,7 +248,14 @@ def new_report(
     top: Iterable[TopEntry] = (),
     clock: Callable[[], str] = now_millis,
     quota: QuotaBreach | None = None,
+    profile: str | None = None,
 ) -> Report:
     ordered = tuple(sorted(top, key=lambda t: -t.rss_minus_shr_bytes)[:TOP_MAX_ENTRIES])
     return Report(str(uuid.uuid4()), clock(), kind, identity, victim, node, ordered,
-                  compose_message(kind, identity, victim, node, ordered, quota), quota)
+                  compose_message(kind, identity, victim, node, ordered, quota, profile), quota, profile)
+
+
+def with_profile(report: Report, profile: str) -> Report:
+    """The same report naming the victim's memray file, its message composed again."""
+    return dataclasses.replace(report, profile=profile, message=compose_message(
+        report.kind, report.identity, report.victim, report.node, report.top, report.quota, profile))

@@ -85,6 +85,12 @@ QUOTA_GRACE_SECONDS = Setting("quota_grace_seconds", "how long an actor may stay
                               "5")
 DASHBOARD_PORT = Setting("dashboard_port", "port of the head's Ray dashboard (its state API names actors"
                          " and their quotas)", "8265")
+PROFILE = Setting("profile", "memray profiles of Ray workers (`true` or `false`)", "false")
+PROFILE_MATCH = Setting("profile_match", "task and actor names that start a worker's memray recording:"
+                        " comma-separated globs (`hog*,Trainer`); `Class` also matches `Class.method`",
+                        "`*`")
+PROFILE_MAX_BYTES = Setting("profile_max_bytes", "disk for the pod's memray files; one worker stops"
+                            " recording at a quarter of it", "1Gi")
 FLUSH_WHEN_AT_LEAST_BYTES = Setting("flush_when_at_least_bytes",
                                     "head: flush the ledger once Redis holds this much",
                                     "2Gi (at most 80% of `maxmemory`)")
@@ -98,7 +104,8 @@ BUDGET = (LIMIT_BYTES, NUM_CPUS, OBJECT_STORE_BYTES, OBJECT_STORE_FRACTION, OBJE
 RUN = (HEAD_ADDRESS, RAY_AUTH_TOKEN_FILE, REDIS_URL, REDIS_PORT, REDIS_PASSWORD_FILE, HEALTH_PORT,
        RAY_TEMP_DIR, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, GRACE_SECONDS, RAY_START_PARAMS,
        FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS, FLUSH_NUM_ENTRIES_EACH_TIME,
-       QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS, DASHBOARD_PORT)
+       QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS, DASHBOARD_PORT, PROFILE, PROFILE_MATCH,
+       PROFILE_MAX_BYTES)
 SETTINGS = (ROLE,) + RUN + BUDGET
 
 # Set in pods through the downward API for the Ray processes' own use; the runtime passes it
@@ -114,7 +121,10 @@ OPERATOR_SET = (ROLE, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, LIMIT_BYTES, HEAD
                 NUM_CPUS, OBJECT_STORE_BYTES, OBJECT_STORE_FRACTION, OBJECT_STORE_MAX_BYTES,
                 REDIS_FRACTION, REDIS_MAX_BYTES, FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS,
                 FLUSH_NUM_ENTRIES_EACH_TIME, HEAP_FRACTION, USAGE_THRESHOLD, MONITOR_REFRESH_MS,
-                GRACE_SECONDS, RAY_START_PARAMS, QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS)
+                GRACE_SECONDS, RAY_START_PARAMS, QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS,
+                PROFILE, PROFILE_MATCH, PROFILE_MAX_BYTES)
+# Set only in the pods of a group that profiles (a cluster without profiling keeps its pods).
+PROFILE_SETTINGS = (PROFILE, PROFILE_MATCH, PROFILE_MAX_BYTES)
 POD_ENV = frozenset(s.env for s in OPERATOR_SET) | PASSED_THROUGH
 
 

@@ -19,7 +19,8 @@ from rayguard_node.guard.killer import Guard, GuardKill
 from rayguard_node.guard.kernel_oom import KernelKill, KernelOomDetector
 from rayguard_node.guard.pace import GrowthRate, Pace
 from rayguard_node.contract.reports import (KERNEL_OOM_KILL, GUARD_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL,
-                                            Identity, NodeUsage, Report, TopEntry, Victim, new_report)
+                                            Identity, NodeUsage, Report, TopEntry, Victim, new_report,
+                                            with_profile)
 from rayguard_node.guard.quota import QuotaAction
 
 log = logging.getLogger(__name__)
@@ -119,9 +120,11 @@ class MonitorLoop:
         period_ms: int,
         min_period_ms: int | None = None,
         quota_check: Callable[[list[ProcessMemory], float], list[QuotaAction]] | None = None,
+        profile_of: Callable[[int | None, str, int | None], str | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.quota_check = quota_check
+        self.profile_of = profile_of  # the victim's memray file, when its group profiles
         self.identity = identity
         self.read_usage = read_usage
         self.scan = scan
@@ -232,22 +235,22 @@ class MonitorLoop:
         self.state.count(GUARD_KILL)
         log.warning("guard killed pid %d (%s) at %.1f%% of the limit", kill.victim.pid,
                     kill.victim.name, kill.fraction * 100)
-        self.emitter.emit(new_report(GUARD_KILL, self.identity, victim_of(kill.victim),
-                                     self._node(kill.used_bytes, kill.fraction), to_top(kill.processes)))
+        self._emit(new_report(GUARD_KILL, self.identity, victim_of(kill.victim),
+                              self._node(kill.used_bytes, kill.fraction), to_top(kill.processes)))
 
     def _report_quota(self, action: QuotaAction) -> None:
         self.state.count(QUOTA_EXCEEDED)
         used = self.state.working_set_bytes
         log.warning("actor %s (pid %d) over its memory= quota: %s", action.breach.actor_class,
                     action.process.pid, "killed" if action.breach.enforcement == "Kill" else "reported")
-        self.emitter.emit(new_report(QUOTA_EXCEEDED, self.identity, victim_of(action.process),
-                                     self._node(used, used / self.state.limit_bytes),
-                                     to_top(self.last_scan), quota=action.breach))
+        self._emit(new_report(QUOTA_EXCEEDED, self.identity, victim_of(action.process),
+                              self._node(used, used / self.state.limit_bytes),
+                              to_top(self.last_scan), quota=action.breach))
 
     def _report_kernel_kill(self, kill: KernelKill, used: int, fraction: float) -> None:
         self.state.count(KERNEL_OOM_KILL)
-        self.emitter.emit(new_report(KERNEL_OOM_KILL, self.identity, victim_of(kill.victim),
-                                     self._node(used, fraction), to_top(kill.processes_before)))
+        self._emit(new_report(KERNEL_OOM_KILL, self.identity, victim_of(kill.victim),
+                              self._node(used, fraction), to_top(kill.processes_before)))
 
     def report(self, report: Report) -> None:
         """For detectors that run as pollers (Ray's monitor kills)."""
@@ -257,6 +260,20 @@ class MonitorLoop:
                      report.victim.pid)
             return
         self.state.count(report.kind)
+        self._emit(report)
+
+    def _emit(self, report: Report) -> None:
+        """Every report leaves here, naming the victim's memray file when there is one."""
+        if self.profile_of is not None:
+            seen = self.recently_seen.get(report.victim.pid) if report.victim.pid is not None else None
+            try:  # the start time tells the victim from an older process that had its pid
+                profile = self.profile_of(report.victim.pid, report.victim.name,
+                                          seen[0].start_ticks if seen else None)
+            except Exception:  # a report must never be lost to the profile index
+                log.exception("cannot look up the memray file of pid %s", report.victim.pid)
+                profile = None
+            if profile:
+                report = with_profile(report, profile)
         self.emitter.emit(report)
 
     def _recent_guard_pids(self) -> set[int]:

@@ -15,6 +15,7 @@ from rayguard_node.contract.ray_flags import (OWNED_FLAGS, flag_field, flag_key_
                                               shown_value)
 from rayguard_node.contract.reports import KILL, Identity
 from rayguard_node.guard.quota import QuotaSettings
+from rayguard_node.profiling.index import DEFAULT_MAX_BYTES, MIN_MAX_BYTES, ProfileSettings
 
 DEFAULT_REDIS_PORT = 6380
 DEFAULT_HEALTH_PORT = 8079
@@ -43,6 +44,7 @@ class RunConfig:
     flush_policy: Mapping[str, float] = field(default_factory=dict)
     quota: QuotaSettings = QuotaSettings()
     dashboard_port: int = DEFAULT_DASHBOARD_PORT
+    profile: ProfileSettings = ProfileSettings()
     # Where the kernel's files are: the real ones in a pod, fake trees in tests.
     sysfs_root: Path = DEFAULT_SYSFS_ROOT
     procfs_root: Path = DEFAULT_PROCFS_ROOT
@@ -105,6 +107,12 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
         raise InvalidSetting("--quota-grace-seconds / RAYGUARD_QUOTA_GRACE_SECONDS", quota_grace,
                              "must be a finite number of seconds, not negative")
     quota = QuotaSettings(str(values.get("quota_enforcement") or KILL), tolerance, quota_grace)
+    profile = ProfileSettings(bool(values.get("profile", False)),
+                              tuple(values.get("profile_match") or ("*",)),  # type: ignore[arg-type]
+                              int(values.get("profile_max_bytes", DEFAULT_MAX_BYTES)))  # type: ignore[call-overload]
+    if profile.max_bytes < MIN_MAX_BYTES:
+        raise InvalidSetting("--profile-max-bytes / RAYGUARD_PROFILE_MAX_BYTES", profile.max_bytes,
+                             f"must be at least {MIN_MAX_BYTES >> 20}Mi (a worker's file starts at about 1.5 MiB)")
 
     def path(name: str) -> Path | None:
         value = values.get(name)
@@ -126,6 +134,7 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
         flush_policy={k: values[k] for k in FLUSH_KEYS if k in values},  # type: ignore[misc]
         quota=quota,
         dashboard_port=int(values.get("dashboard_port", DEFAULT_DASHBOARD_PORT)),  # type: ignore[call-overload]
+        profile=profile,
         sysfs_root=Path(str(values.get("sysfs_root") or DEFAULT_SYSFS_ROOT)),
         procfs_root=Path(str(values.get("procfs_root") or DEFAULT_PROCFS_ROOT)),
     )

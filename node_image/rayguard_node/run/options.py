@@ -20,6 +20,7 @@ from rayguard_node.contract.ray_flags import secret_looking
 from rayguard_node.contract.settings import Setting
 from rayguard_node.contract.reports import ENFORCEMENTS
 from rayguard_node.errors import InvalidSetting
+from rayguard_node.profiling.index import MAX_GLOB_CHARS, MAX_GLOBS
 from rayguard_node.run.config import DEFAULT_PROCFS_ROOT, DEFAULT_SYSFS_ROOT
 from rayguard_node.sizing.plan import ROLES
 from rayguard_node.sizing.quantity import parse_bytes
@@ -79,6 +80,25 @@ def _text(value: str, field: str) -> str:
     return value
 
 
+def _bool(value: str, field: str) -> bool:
+    word = value.strip().lower()
+    if word in ("true", "1"):
+        return True
+    if word in ("false", "0"):
+        return False
+    raise InvalidSetting(field, value, "must be true or false")
+
+
+def _globs(value: str, field: str) -> tuple[str, ...]:
+    """Comma-separated globs; a name holding a comma is matched with `?`."""
+    globs = tuple(glob.strip() for glob in value.split(","))
+    if not globs or any(not glob for glob in globs):
+        raise InvalidSetting(field, value, "expected comma-separated globs such as hog*,Trainer (none empty)")
+    if len(globs) > MAX_GLOBS or any(len(glob) > MAX_GLOB_CHARS for glob in globs):
+        raise InvalidSetting(field, value, f"at most {MAX_GLOBS} globs of at most {MAX_GLOB_CHARS} characters")
+    return globs
+
+
 @dataclass(frozen=True)
 class Option:
     """A contract setting with the parser that turns its text into a typed value."""
@@ -117,7 +137,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "ray_start_params": _json_object, "flush_when_at_least_bytes": parse_bytes,
     "flush_period_secs": _float, "flush_num_entries_each_time": _int,
     "quota_enforcement": _enforcement, "quota_tolerance": _float, "quota_grace_seconds": _float,
-    "dashboard_port": _int,
+    "dashboard_port": _int, "profile": _bool, "profile_match": _globs, "profile_max_bytes": parse_bytes,
 }
 
 BUDGET_OPTIONS = tuple(Option(s, _PARSERS[s.key]) for s in contract.BUDGET)

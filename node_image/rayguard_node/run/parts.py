@@ -16,19 +16,22 @@ from typing import Callable
 import psutil
 from prometheus_client import CollectorRegistry
 
-from rayguard_node.cgroup.processes import RAYLET, pids_in_cgroup, scan
+from rayguard_node.cgroup.processes import RAYLET, ProcessMemory, pids_in_cgroup, scan
+from rayguard_node.contract.live import WRITE_PERIOD_S
 from rayguard_node.cgroup.reading import read_bytes
 from rayguard_node.cgroup.files import UsageReader, WorkingSetSampler, oom_counted_in, read_oom_kill_count
 from rayguard_node.cgroup.detect import detect, parse_meminfo
 from rayguard_node.guard.actors import ActorDirectory, node_id_of_raylet
 from rayguard_node.guard.killer import Guard, TaskTracker, process_gone
-from rayguard_node.guard.quota import QuotaEnforcer
+from rayguard_node.guard.quota import QuotaEnforcer, title_matches
 from rayguard_node.run.health import HealthServer, RuntimeCollector
 from rayguard_node.guard.kernel_oom import KernelOomDetector
 from rayguard_node.reporting.ledger import FlushPolicy, Ledger
+from rayguard_node.reporting.live import LiveView
 from rayguard_node.guard.loop import MonitorLoop, Pollers
 from rayguard_node.sizing.plan import HEAD, MemoryPlan
 from rayguard_node.guard.ray_monitor import RayMonitorReporter
+from rayguard_node.profiling.index import ProfileIndex
 from rayguard_node.reporting.redis_server import RedisServer, redis_client
 from rayguard_node.reporting.sink import ReportSink
 from rayguard_node.run.config import RunConfig
@@ -39,6 +42,7 @@ REPORT_FLUSH_PERIOD_S = 0.5
 RAY_LOG_PERIOD_S = 0.25
 LEDGER_PERIOD_S = 5.0
 STAT_PERIOD_S = 0.25  # the inactive-file figure below the threshold is at most this old
+PROFILE_PERIOD_S = 0.5  # the scan period: each scan's names reach the profile index
 
 
 @dataclass
@@ -48,10 +52,13 @@ class RuntimeParts:
     sink: ReportSink
     monitor: MonitorLoop
     actors: ActorDirectory | None = None
+    live: LiveView | None = None
 
     def close(self) -> None:
         if self.actors is not None:
             self.actors.stop()
+        if self.live is not None:
+            self.live.remove()
         self.sink.flush_pending()
         if self.sink.pending_count:
             log.warning("%d reports could not reach Redis before exit (they are on stdout)",
@@ -128,18 +135,26 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
     kernel = KernelOomDetector(read_oom, lambda pid: process_gone(procfs_root, pid))
     pollers = Pollers()
     actors, quota_check = _quota_parts(config, procfs_root, lambda: monitor.last_scan)
+    profiles = (ProfileIndex(config.effective_temp_dir, config.profile, lambda: monitor.last_scan, procfs_root)
+                if config.profile.enabled else None)
     monitor = MonitorLoop(identity=config.identity, limit_bytes=plan.limit_bytes,
                           threshold=plan.guard_threshold if guard else plan.usage_threshold,
                           read_usage=read_usage, scan=scan_now, emitter=sink, guard=guard,
                           kernel=kernel if kernel.supported else None, pollers=pollers,
                           period_ms=plan.guard_refresh_ms, min_period_ms=plan.guard_min_refresh_ms,
-                          quota_check=quota_check)
+                          quota_check=quota_check, profile_of=profiles.profile_of if profiles else None)
+    if profiles is not None:
+        pollers.add(PROFILE_PERIOD_S, profiles.poll)
     ray_reporter = RayMonitorReporter(config.effective_temp_dir, config.identity, plan, monitor.report,
                                       live_pids)
     pollers.add(RAY_LOG_PERIOD_S, ray_reporter.poll)
     pollers.add(REPORT_FLUSH_PERIOD_S, sink.flush_pending)
     ledger = Ledger(client_factory, config.identity.pod or config.identity.role)
     pollers.add(LEDGER_PERIOD_S, lambda: ledger.record(monitor.last_scan, int(time.time() * 1000)))
+    live = LiveView(client_factory, config.identity.pod or config.identity.role, config.identity.group,
+                    config.identity.role, monitor.state, lambda: monitor.last_scan, procfs_root,
+                    quota_of=_quota_of(actors), forget_stale=config.role == HEAD)
+    pollers.add(WRITE_PERIOD_S, live.write)
     if redis_server is not None:
         policy, flush_client = FlushPolicy(**config.flush_policy), client_factory()  # type: ignore[arg-type]
         pollers.add(policy.flush_period_secs, lambda: policy.maybe_flush(flush_client, time.monotonic()))
@@ -171,7 +186,20 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
     health = HealthServer(config.health_port, alive, ready, registry)
     if actors is not None:
         actors.start()
-    return RuntimeParts(health, redis_server, sink, monitor, actors)
+    return RuntimeParts(health, redis_server, sink, monitor, actors, live=live)
+
+
+def _quota_of(actors: ActorDirectory | None) -> Callable[[ProcessMemory], int | None] | None:
+    """An actor's `memory=` quota, for the live view; None for other processes, and when quota
+    enforcement is off (no actor directory)."""
+    if actors is None:
+        return None
+
+    def quota_of(process: ProcessMemory) -> int | None:
+        actor = actors.actors().get(process.pid)  # the listing may name a pid reused since
+        return actor.quota_bytes if actor is not None and title_matches(process, actor) else None
+
+    return quota_of
 
 
 def _quota_parts(config: RunConfig, procfs_root: Path, last_scan: Callable[[], list]

@@ -24,6 +24,8 @@ from rayguard_node.run.ray_command import loggable_argv, ray_environment, ray_st
 from rayguard_node.run.config import RunConfig
 from rayguard_node.run.parts import RuntimeParts, build_parts
 from rayguard_node.contract.secrets import ensure_secret, read_secret
+from rayguard_node.contract.profiles import profile_dir
+from rayguard_node.profiling.hook import environment as profile_environment
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,10 @@ class Supervisor:
         env = ray_environment(self.plan, token_path)
         # Ray drains for up to this long on SIGTERM; keep it inside our grace period.
         env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = str(max(1, int(self.config.grace_seconds * 0.6)))
+        if self.config.profile.enabled:  # every Ray worker under a memray Tracker (profiling/hook.py)
+            profile = self.config.profile
+            env.update(profile_environment(self.config.effective_temp_dir, profile.match, profile.file_max_bytes, env))
+            log.info("memray profiles of Ray workers go to %s", profile_dir(self.config.effective_temp_dir))
         log.info("starting Ray: %s", " ".join(loggable_argv(argv)))
         # Ray's own chatter goes to stderr: stdout carries only reports, one JSON per line.
         self.ray = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

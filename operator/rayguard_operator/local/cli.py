@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from rayguard_operator.local.cluster import LocalCluster
+from rayguard_operator.local.cluster import PROFILES_DIR, LocalCluster
 
 
 def add_local_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,9 +46,10 @@ def run_local_up(args: argparse.Namespace) -> int:
                     f" (logs in {run_dir})")
         cluster.up()
         env = cluster.driver_env()
-        cluster.say("Connect a driver with:\n"
+        cluster.say("Connect a driver, and watch its memory, with:\n"
                     f"  export RAY_ADDRESS={env['RAY_ADDRESS']} RAY_AUTH_MODE=token"
-                    f" RAY_AUTH_TOKEN_PATH={env['RAY_AUTH_TOKEN_PATH']}")
+                    f" RAY_AUTH_TOKEN_PATH={env['RAY_AUTH_TOKEN_PATH']}\n"
+                    f"  {cluster.top_command()}")
         deadline = time.monotonic() + args.duration if args.duration else None
         process = None
         if driver:
@@ -78,6 +79,31 @@ def run_local_up(args: argparse.Namespace) -> int:
                         + ", ".join(f"{name} {count}" for name, count in kills.items()))
         cluster.say(f"{cluster.events_printed} OOM event(s) shown. Every cgroup and process is gone.")
         signal.signal(signal.SIGINT, previous)
+        if cluster.kept_profiles:
+            cluster.say(f"memray profiles of {len(cluster.kept_profiles)} worker(s) kept in {run_dir};"
+                        f" flame graphs: rayguard profile fetch {run_dir} --flamegraph")
         if not args.keep_logs:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_all_but_profiles(run_dir)
     return status
+
+
+def remove_all_but_profiles(run_dir: Path) -> None:
+    """The run dir goes, except the pods' memray files (pods/<pod>/profiles/)."""
+    pods = run_dir / "pods"
+    if not any((pod / PROFILES_DIR).is_dir() for pod in (pods.iterdir() if pods.is_dir() else ())):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+
+    def remove(path: Path) -> None:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    for entry in run_dir.iterdir():
+        if entry != pods:
+            remove(entry)
+    for pod in pods.iterdir():
+        for entry in pod.iterdir() if (pod / PROFILES_DIR).is_dir() else [pod]:
+            if entry.name != PROFILES_DIR:
+                remove(entry)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -34,8 +35,11 @@ from rayguard_node.contract.secrets import ensure_secret
 from rayguard_operator import names
 from rayguard_operator.local.pods import LocalNode, LocalPorts, local_node, local_pod_names
 from rayguard_operator.oom.messages import REASON_BY_KIND, container_message, report_message
+from rayguard_operator.profile.fetch import copy_profiles
 
 READY_TIMEOUT_S = 240
+RAY_TEMP_LINK = "ray-temp"  # pods/<pod>/ray-temp: the pod's Ray temp dir while it runs
+PROFILES_DIR = "profiles"  # pods/<pod>/profiles/<session>/: its memray files, once it stopped
 
 
 def free_port() -> int:
@@ -89,6 +93,7 @@ class LocalCluster:
         self.events_printed = 0
         self.stopping = False
         self.final_oom_kills: dict[str, int] | None = None
+        self.kept_profiles: list[Path] = []  # memray files copied out of the pods' Ray temp dirs
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -128,6 +133,8 @@ class LocalCluster:
             argv = cgroup.command(argv, pod_view=self.pod_view)
         logs = self.run_dir / "pods" / node.name
         logs.mkdir(parents=True, exist_ok=True)
+        # Ray's temp dir (its logs; memray profiles while the pod runs) is found from the run dir.
+        (logs / RAY_TEMP_LINK).symlink_to(node.env[S.RAY_TEMP_DIR.env], target_is_directory=True)
         stdout_path, stderr_path = logs / "reports.jsonl", logs / "runtime.log"
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, start_new_session=True)  # Ctrl-C reaches us, not them
@@ -159,6 +166,11 @@ class LocalCluster:
         env.update(RAY_ADDRESS=f"127.0.0.1:{self.head.ports.gcs}", RAY_AUTH_MODE="token",
                    RAY_AUTH_TOKEN_PATH=str(self.secrets_dir / names.SECRET_KEY_RAY_TOKEN))
         return env
+
+    def top_command(self) -> str:
+        """`rayguard top` for this cluster: the head's Redis and the password file."""
+        return (f"rayguard top --redis-url redis://127.0.0.1:{self.head.ports.redis}"
+                f" --redis-password-file {shlex.quote(str(self.secrets_dir / names.SECRET_KEY_REDIS_PASSWORD))}")
 
     def print_event(self, reason: str, pod: str, message: str) -> None:
         self.events_printed += 1
@@ -212,7 +224,12 @@ class LocalCluster:
         for pod in self.pods:
             if pod.cgroup is not None:
                 pod.cgroup.remove()
-            shutil.rmtree(pod.node.env.get(S.RAY_TEMP_DIR.env, ""), ignore_errors=True)
+            logs = self.run_dir / "pods" / pod.node.name
+            temp_dir = pod.node.env.get(S.RAY_TEMP_DIR.env, "")
+            if temp_dir:  # the profiles outlive the pod, as a volume's files would
+                self.kept_profiles += copy_profiles(Path(temp_dir), logs / PROFILES_DIR)
+            (logs / RAY_TEMP_LINK).unlink(missing_ok=True)
+            shutil.rmtree(temp_dir, ignore_errors=True)
         if self.parent is not None:
             self.parent.close()  # on cgroup v2: our processes go back where they were
             self.parent = None

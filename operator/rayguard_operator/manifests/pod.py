@@ -95,6 +95,10 @@ def build_env(cluster: ClusterModel, group: NodeGroup) -> list[dict[str, Any]]:
         _value(S.QUOTA_GRACE_SECONDS.env, cluster.quota.grace_seconds),
         _value(S.RAY_START_PARAMS.env, json.dumps(ray_start_params(group), sort_keys=True, separators=(",", ":"))),
     ]
+    if group.profiling.enabled:  # only then: a cluster that does not profile keeps its pods
+        env += [_value(S.PROFILE.env, "true"),
+                _value(S.PROFILE_MATCH.env, ",".join(group.profiling.match)),
+                _value(S.PROFILE_MAX_BYTES.env, group.profiling.max_bytes)]
     return env
 
 

@@ -30,7 +30,7 @@ def report_message(report: Report) -> str:
     """The Event message: the report's own text, composed again from its fields (the one
     composer is rayguard_node.contract.reports.compose_message)."""
     return compose_message(report.kind, report.identity, report.victim, report.node, report.top,
-                           report.quota)
+                           report.quota, report.profile)
 
 
 def container_message(pod: str, group: str, container: str, limit_bytes: int | None,

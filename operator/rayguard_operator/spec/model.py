@@ -26,6 +26,7 @@ from rayguard_node.contract.ray_flags import OWNED_FLAGS, flag_field, flag_key_p
 from rayguard_operator import names
 from rayguard_operator.errors import SpecError
 from rayguard_operator.spec.quota import QuotaSpec, parse_quota
+from rayguard_operator.spec.profiling import ProfilingSpec, parse_profiling
 from rayguard_operator.spec.overlay import check_overlay, check_pod_security
 from rayguard_operator.settings import OperatorSettings
 
@@ -98,6 +99,7 @@ class NodeGroup:
     memory: MemorySettings
     plan: MemoryPlan
     warnings: tuple[str, ...] = ()
+    profiling: ProfilingSpec = ProfilingSpec()
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,7 @@ def _memory(layers: list[tuple[Any, str]]) -> MemorySettings:
             chosen, where = defaults[key], f"spec.memory.{sub + '.' if sub else ''}{key}"
             for data, path in layers:
                 data = _obj(data, path)
-                _known(data, path, set(_MEMORY_FIELDS) | {"flushPolicy"}
+                _known(data, path, set(_MEMORY_FIELDS) | {"flushPolicy", "profiling"}
                        | ({"quota"} if path == "spec.memory" else set()))
                 if sub:
                     _known(_obj(data.get(sub), f"{path}.{sub}"), f"{path}.{sub}", set(_FLUSH_FIELDS))
@@ -331,14 +333,15 @@ def _group(role: str, data: Any, path: str, cluster_memory: Any) -> NodeGroup:
             raise SpecError(f"{path}.replicas", f"must lie between minReplicas ({low}) and maxReplicas ({high})")
         num_cpus = _int(data, "numCpus", path, None)
     resources, warnings = _resources(data.get("resources"), f"{path}.resources")
-    memory = _memory([(cluster_memory, "spec.memory"), (data.get("memory"), f"{path}.memory")])
+    layers = [(cluster_memory, "spec.memory"), (data.get("memory"), f"{path}.memory")]
+    memory = _memory(layers)
     plan, plan_warnings = _plan(role, resources, memory, num_cpus, path)
     return NodeGroup(
         role=role, name=name, path=path, replicas=replicas, min_replicas=low, max_replicas=high,  # type: ignore[arg-type]
         resources=resources, num_cpus=num_cpus,
         ray_start_params=_ray_start_params(data.get("rayStartParams"), f"{path}.rayStartParams"),
         template=check_overlay(data.get("template"), f"{path}.template"),
-        memory=memory, plan=plan, warnings=tuple(warnings + plan_warnings))
+        memory=memory, plan=plan, warnings=tuple(warnings + plan_warnings), profiling=parse_profiling(layers))
 
 
 def parse_cluster(body: Mapping[str, Any], settings: OperatorSettings) -> ClusterModel:

@@ -136,6 +136,7 @@ def test_defaults_are_the_designed_ones() -> None:
         "flushPolicy": {"flushWhenAtLeastBytes": "2Gi", "flushPeriodSecs": 10,
                         "flushNumEntriesEachTime": 10000},
         "quota": {"enforcement": "Kill", "tolerance": 1.2, "graceSeconds": 5},
+        "profiling": {"enabled": False, "match": ["*"], "maxBytes": "1Gi"},
     }
 
 

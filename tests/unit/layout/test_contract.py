@@ -38,7 +38,11 @@ def node_env_names(command: str) -> set[str]:
 
 
 def built_env_names(example: Path) -> set[str]:
-    cluster = parse_cluster(load_cluster(example), OperatorSettings())
+    return built_env_names_of(load_cluster(example))
+
+
+def built_env_names_of(body: dict[str, object]) -> set[str]:
+    cluster = parse_cluster(body, OperatorSettings())
     names: set[str] = set()
     for group in cluster.groups:
         container = build_pod(cluster, group, "x")["spec"]["containers"][0]
@@ -57,7 +61,15 @@ def test_the_pod_builder_sets_only_what_the_node_reads(example: Path) -> None:
     assert unread == set()
     # ... and exactly the variables the contract says the operator sets.
     assert built <= contract.POD_ENV
-    assert contract.POD_ENV - built <= {contract.NUM_CPUS.env}  # only when no CPU limit exists
+    # NUM_CPUS only when no CPU limit exists; the profiling settings only where a group profiles.
+    assert contract.POD_ENV - built <= {contract.NUM_CPUS.env} | {s.env for s in contract.PROFILE_SETTINGS}
+
+
+def test_a_profiling_group_gets_every_profiling_setting() -> None:
+    body = load_cluster(EXAMPLES[0])
+    body["spec"]["memory"] = {"profiling": {"enabled": True}}
+    assert {s.env for s in contract.PROFILE_SETTINGS} <= built_env_names_of(body)
+    assert not {s.env for s in contract.PROFILE_SETTINGS} & built_env_names(EXAMPLES[0])
 
 
 def test_the_node_reads_every_contract_setting() -> None:

@@ -20,12 +20,17 @@ NODE_LAYERS = {
     "rayguard_node.guard": ("rayguard_node.errors", "rayguard_node.contract", "rayguard_node.sizing",
                             "rayguard_node.cgroup"),
     "rayguard_node.reporting": ("rayguard_node.errors", "rayguard_node.contract", "rayguard_node.cgroup"),
+    "rayguard_node.profiling": ("rayguard_node.errors", "rayguard_node.contract", "rayguard_node.cgroup"),
 }
 OPERATOR_LAYERS = {
     "rayguard_operator.spec": ("rayguard_operator.errors", "rayguard_operator.names", "rayguard_operator.settings"),
     "rayguard_operator.manifests": ("rayguard_operator.errors", "rayguard_operator.names",
                                     "rayguard_operator.settings", "rayguard_operator.spec"),
     "rayguard_operator.kube": ("rayguard_operator.errors", "rayguard_operator.names"),
+    # `rayguard top`: the head's Redis, through the Kubernetes API alone.
+    "rayguard_operator.top": ("rayguard_operator.errors", "rayguard_operator.names", "rayguard_operator.kube"),
+    # `rayguard profile fetch`: pods listed and exec'd with the user's own credentials.
+    "rayguard_operator.profile": ("rayguard_operator.errors", "rayguard_operator.names", "rayguard_operator.kube"),
 }
 
 

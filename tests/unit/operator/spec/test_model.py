@@ -48,7 +48,8 @@ def test_crd_defaults_are_what_the_model_assumes() -> None:
         "usageThreshold": 0.95, "monitorRefreshMs": 250, "objectStoreFraction": 0.3,
         "objectStoreMaxBytes": "20Gi", "redisFraction": 0.3, "redisMaxBytes": "10Gi", "heapFraction": 0.5,
         "flushPolicy": {"flushWhenAtLeastBytes": "2Gi", "flushPeriodSecs": 10, "flushNumEntriesEachTime": 10000},
-        "quota": {"enforcement": "Kill", "tolerance": 1.2, "graceSeconds": 5}}
+        "quota": {"enforcement": "Kill", "tolerance": 1.2, "graceSeconds": 5},
+        "profiling": {"enabled": False, "match": ["*"], "maxBytes": "1Gi"}}
 
 
 def test_plan_is_rayguard_nodes_for_the_pod() -> None:

@@ -1,0 +1,1 @@
+"""`rayguard profile`: memray profiles of Ray workers, out of pods or a local run dir."""

@@ -1,0 +1,1 @@
+"""`rayguard top`: the live memory view, read from the head's Redis (docs/ledger.md)."""
