@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from rayguard_operator.local.cli import add_local_parser
+from rayguard_operator.local.cli import add_local_parser, split_driver
 from rayguard_operator.top.cli import add_top_parser
 from rayguard_operator.profile.cli import add_profile_parser
 from rayguard_node.errors import RayguardError
@@ -79,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["operator"]:
         command, rest = "operator", argv[1:]  # passed through untouched, --help included
     else:
+        argv, driver = split_driver(argv)
         args = build_parser().parse_args(argv)
+        if args.command == "local":
+            args.driver = driver
         command, rest = args.command, []
     prog = "rayguard" if command == "operator" else f"rayguard {command}"
     try:

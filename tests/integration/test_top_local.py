@@ -87,9 +87,8 @@ def local_cluster(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Lines
     if reason is not None:
         pytest.skip(f"needs a writable memory cgroup (v1 or v2): {reason}")
     up = subprocess.Popen(
-        # --duration before the file: after it, `local up` takes it for the driver's command.
-        [sys.executable, "-m", "rayguard_operator.cli", "local", "up", "--duration", "240",
-         str(ROOT / "examples" / "raycluster-minimal.yaml")],
+        [sys.executable, "-m", "rayguard_operator.cli", "local", "up",
+         str(ROOT / "examples" / "raycluster-minimal.yaml"), "--duration", "240"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:
         yield up, Lines(up)

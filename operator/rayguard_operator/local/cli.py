@@ -23,9 +23,17 @@ def add_local_parser(commands: argparse._SubParsersAction) -> None:  # type: ign
     up.add_argument("--duration", type=float, default=None, metavar="S",
                     help="stop after S seconds (default: until Ctrl-C, or until the driver exits)")
     up.add_argument("--keep-logs", action="store_true", help="keep the run directory with the pods' logs")
-    up.add_argument("driver", nargs=argparse.REMAINDER,
-                    help="after --: a driver command to run once the cluster is ready")
-    up.set_defaults(handler=run_local_up)
+    up.set_defaults(handler=run_local_up, driver=[])
+    up.epilog = "After --: a driver command to run once the cluster is ready (see split_driver)."
+
+
+def split_driver(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`local up ... -- DRIVER...`: everything after the first `--` is the driver, untouched
+    (its own `--` included), and options may come after the file (`FILE --duration 60`)."""
+    if argv[:1] != ["local"] or "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
 
 
 def run_local_up(args: argparse.Namespace) -> int:
