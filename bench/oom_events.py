@@ -7,8 +7,12 @@ the head Service's clusterIP (the emulator assigns none, so the bench sets one, 
 on port 6380, with the password from the cluster Secret. Reports are written as the
 runtimes write them: `ReportSink(...).emit(report)` and `flush_pending()`.
 
-Measured, for rayguard and then, in the same run, for a naive consumer (one Event created
-and one status update per report, no aggregation, its own process too):
+Measured in one run, one design after another: rayguard once for each `--oom-threads` value
+(RAYGUARD_OPERATOR_OOM_THREADS, the threads its OOM path's API calls run on; by default the
+size of asyncio's default pool here, which that path used before the setting, and the
+setting's default), each against a fresh emulator and fresh heads; then a naive consumer
+(one Event created and one status update per report, no aggregation, its own process too)
+on the last design's heads:
 
 - report -> Event latency, p50 and p99: from the XADD until the emulator has stored the
   Event on the RayCluster (created, or its count raised). With 1 cluster (reports 3 s
@@ -20,6 +24,7 @@ and one status update per report, no aggregation, its own process too):
 
 Run, from the repository root:
   .venv/bin/python -m bench.oom_events [--samples 40] [--clusters 50] [--rounds 5] [--burst 1000]
+                                       [--oom-threads 6,32] [--no-naive]
 It needs `redis-server` on PATH; it stops every redis-server and process it started.
 """
 
@@ -42,8 +47,22 @@ from bench.harness.output import load_line, ms, seconds
 from bench.harness.waiting import wait_until
 from rayguard_node.contract.reports import STREAM_KEY, Report
 from rayguard_node.reporting.redis_server import redis_client
+from rayguard_operator.settings import DEFAULT_OOM_THREADS, MAX_OOM_THREADS
 
 SAMPLE_GAP_S = 3.0
+# Before RAYGUARD_OPERATOR_OOM_THREADS the OOM path ran on asyncio's default pool: this many threads.
+OLD_POOL = min(32, (os.cpu_count() or 1) + 4)
+DEFAULT_THREADS = f"{OLD_POOL},{DEFAULT_OOM_THREADS}"
+
+
+def thread_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole numbers separated by commas") from None
+    if not counts or not all(1 <= n <= MAX_OOM_THREADS for n in counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: each from 1 to {MAX_OOM_THREADS}")
+    return counts
 
 
 @dataclass
@@ -188,55 +207,67 @@ def last_ids(bench: Bench) -> dict[str, str]:
     return out
 
 
-def run(args: argparse.Namespace, workdir: Path) -> tuple[DesignResult, DesignResult]:
-    bench = Bench(args, workdir)
-    ours, naive = DesignResult("rayguard"), DesignResult("naive")
-    consumer: NaiveConsumer | None = None
-    names = [f"c{i:02d}" for i in range(args.clusters)]
-    try:
-        bench.start()
-        bench.start_operator()
-        # 1 cluster
-        bench.add_clusters(names[:1])
-        bench.wait_followed(names[:1], "the operator's OOM daemon")
-        progress("rayguard: 1 cluster")
-        latency_one(bench, "rayguard", ours)
-        # 50 clusters
-        bench.add_clusters(names[1:])
-        bench.wait_followed(names, "the operator's OOM daemon")
-        progress(f"rayguard: {len(names)} clusters")
-        latency_many(bench, "rayguard", ours, names)
-        progress("rayguard: burst")
+def rayguard_design(bench: Bench, threads: int, names: list[str]) -> DesignResult:
+    """The operator with RAYGUARD_OPERATOR_OOM_THREADS=`threads`: 1 cluster, then all, then the
+    burst; it is stopped at the end."""
+    design = f"rayguard, {threads} OOM threads"
+    ours = DesignResult(design)
+    bench.start_operator(threads, f"operator-{threads}.log")
+    bench.add_clusters(names[:1])
+    bench.wait_followed(names[:1], "the operator's OOM daemon")
+    progress(f"{design}: 1 cluster")
+    latency_one(bench, "rayguard", ours)
+    bench.add_clusters(names[1:])
+    bench.wait_followed(names, "the operator's OOM daemon")
+    progress(f"{design}: {len(names)} clusters")
+    latency_many(bench, "rayguard", ours, names)
+    if bench.args.burst:
+        progress(f"{design}: burst")
         burst(bench, "rayguard", ours, "ray::burst_task")
-        bench.stop_operator()
-        ours.notes += [f"operator log: {line[:200]}" for line in bench.operator.problems()[:5]] \
-            if bench.operator else []
+    bench.stop_operator()
+    if bench.operator is not None:
+        ours.notes += [f"operator log: {line[:200]}" for line in bench.operator.problems()[:5]]
+    return ours
 
-        # the naive consumer, same emulator, same heads, reading from where the streams are now
-        ids = last_ids(bench)
-        consumer = NaiveConsumer(bench.server.url, [
-            {"name": n, "host": h.ip, "password": h.password, "last_id": ids[n]} for n, h in bench.heads.items()],
-            workdir)
+
+def naive_design(bench: Bench, names: list[str], workdir: Path) -> DesignResult:
+    """The naive consumer, on the same emulator and heads, reading from where the streams are."""
+    naive = DesignResult("naive")
+    ids = last_ids(bench)
+    consumer = NaiveConsumer(bench.server.url, [
+        {"name": n, "host": h.ip, "password": h.password, "last_id": ids[n]} for n, h in bench.heads.items()],
+        workdir)
+    try:
         bench.wait_followed(names, "the naive consumer")
         progress("naive: 1 cluster")
         latency_one(bench, "naive", naive)
         progress(f"naive: {len(names)} clusters")
         latency_many(bench, "naive", naive, names)
-        progress("naive: burst")
-        burst(bench, "naive", naive, "ray::burst_task_naive")
+        if bench.args.burst:
+            progress("naive: burst")
+            burst(bench, "naive", naive, "ray::burst_task_naive")
     finally:
-        if consumer is not None:
-            consumer.stop()
-        bench.stop_operator()
-        for server in bench.servers:
-            server.stop(timeout_s=5)
+        consumer.stop()
+    return naive
+
+
+def run(args: argparse.Namespace, workdir: Path) -> list[DesignResult]:
+    """Each rayguard design against a fresh emulator and fresh heads (its 1-cluster case has only
+    that cluster), one after another; the naive consumer after the last, on its heads."""
+    results = []
+    names = [f"c{i:02d}" for i in range(args.clusters)]
+    for index, threads in enumerate(args.oom_threads):
+        run_dir = workdir / f"run-{index}"
+        run_dir.mkdir()
+        bench = Bench(args, run_dir)
         try:
-            bench.client.close()
-        except AttributeError:
-            pass
-        bench.server.__exit__(None, None, None)
-        bench.devnull.close()
-    return ours, naive
+            bench.start()
+            results.append(rayguard_design(bench, threads, names))
+            if index == len(args.oom_threads) - 1 and not args.no_naive:
+                results.append(naive_design(bench, names, workdir))
+        finally:
+            bench.close()
+    return results
 
 
 STARTED = time.monotonic()
@@ -248,14 +279,16 @@ def progress(what: str) -> None:
 
 
 def table(results: list[DesignResult], args: argparse.Namespace) -> str:
-    header = ("design   | 1 cluster p50 ms | p99 ms | 50 clusters p50 ms | p99 ms | burst: status exact s"
-              " | Event counts exact s | Event objects | event writes | status writes")
-    header = header.replace("50 clusters", f"{args.clusters} clusters")
-    lines = [header, "-" * len(header)]
-    for r in results:
-        lines.append(f"{r.design:<8} | {ms(r.one, 50):>16} | {ms(r.one, 99):>6} | {ms(r.many, 50):>{len(str(args.clusters)) + 17}} |"
-                     f" {ms(r.many, 99):>6} | {seconds(r.burst_status_s):>21} | {seconds(r.burst_events_s):>20} |"
-                     f" {r.burst_objects:>13} | {r.burst_event_writes:>12} | {r.burst_status_writes:>13}")
+    header = ["design", "1 cluster p50 ms", "p99 ms", f"{args.clusters} clusters p50 ms", "p99 ms",
+              "burst: status exact s", "Event counts exact s", "Event objects", "event writes", "status writes"]
+    rows = [[r.design, ms(r.one, 50), ms(r.one, 99), ms(r.many, 50), ms(r.many, 99), seconds(r.burst_status_s),
+             seconds(r.burst_events_s), str(r.burst_objects), str(r.burst_event_writes), str(r.burst_status_writes)]
+            for r in results]
+    widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header))]
+    lines = [" | ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    lines.append("-" * len(lines[0]))
+    lines += [" | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+              for row in rows]
     return "\n".join(lines)
 
 
@@ -278,9 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=40, help="reports for the 1-cluster latency, 3 s apart")
     parser.add_argument("--clusters", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5, help="rounds of one report per cluster")
-    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--burst", type=int, default=1000, help="reports in the burst to one cluster; 0: no burst")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--keep-logs", type=Path, help="copy the operator's and naive consumer's logs here")
+    parser.add_argument("--oom-threads", type=thread_counts, default=DEFAULT_THREADS, metavar="N[,N...]",
+                        help="RAYGUARD_OPERATOR_OOM_THREADS of each rayguard design, one run each (default"
+                             f" {DEFAULT_THREADS}: asyncio's default pool on this machine, as before the setting,"
+                             " and the setting's default)")
+    parser.add_argument("--no-naive", action="store_true", help="leave out the naive consumer")
     parser.add_argument("--naive-consumer", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.naive_consumer:
@@ -293,24 +331,25 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="rayguard-bench-oom-"))
     try:
-        ours, naive = run(args, workdir)
+        results = run(args, workdir)
         if args.keep_logs:
             args.keep_logs.mkdir(parents=True, exist_ok=True)
-            for log in ("operator.log", "naive.log"):
-                if (workdir / log).exists():
-                    shutil.copy(workdir / log, args.keep_logs / log)
+            for log in [*workdir.glob("run-*/operator-*.log"), workdir / "naive.log"]:
+                if log.exists():
+                    shutil.copy(log, args.keep_logs / log.name)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     load_after = os.getloadavg()
     print()
     print(f"OOM reports -> Events: operator against the API emulator, a real redis-server per head;"
           f" 1 cluster ({args.samples} reports, {SAMPLE_GAP_S:g} s apart), {args.clusters} clusters"
-          f" ({args.rounds} rounds of one report each, at once), a burst of {args.burst} reports to one cluster")
-    print(table([ours, naive], args))
-    print(details([ours, naive], args))
+          f" ({args.rounds} rounds of one report each, at once), a burst of {args.burst} reports to one cluster;"
+          f" {os.cpu_count()} CPUs, where asyncio's default pool has {OLD_POOL} threads")
+    print(table(results, args))
+    print(details(results, args))
     print(load_line(load_before, load_after))
     if args.json:
-        args.json.write_text(json.dumps([r.__dict__ for r in (ours, naive)], indent=2))
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
     return 0
 
 

@@ -9,6 +9,8 @@ import argparse
 import base64
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import attrs
 import kmock
 import kubernetes.client
 
+from bench.harness import REPO
 from bench.harness.emulator import MERGE, NS, RecordingEmulator, bench_client, new_emulator
 from bench.harness.operator_process import Operator, cluster_body
 from bench.harness.waiting import wait_until
@@ -68,6 +71,35 @@ class OomEmulator(RecordingEmulator):
         return written
 
 
+# --- the operator, with its OOM pool sized by RAYGUARD_OPERATOR_OOM_THREADS ---------------
+
+class OomOperator(Operator):
+    """`rayguard operator --standalone` as `Operator` starts it, and with
+    RAYGUARD_OPERATOR_OOM_THREADS set: the one thing the designs compared here differ in."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, resync_s: float, oom_threads: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAYGUARD_")}
+        env.update(KUBECONFIG=str(kubeconfig), RAYGUARD_OPERATOR_NAMESPACES=NS,
+                   RAYGUARD_OPERATOR_LOG_FORMAT="plain", RAYGUARD_OPERATOR_RESYNC_SECONDS=str(resync_s),
+                   RAYGUARD_OPERATOR_NODE_IMAGE="rayguard/node:bench",
+                   RAYGUARD_OPERATOR_OOM_THREADS=str(oom_threads))
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        cmd = [sys.executable, "-m", "rayguard_operator.cli", "operator", "--standalone"]
+        if os.environ.get("XPOOL"):
+            cmd[1:3] = ["-c", "import sys, kubernetes.client.configuration as c; o = c.Configuration.__init__\n"
+                        "def i(self, *a, **k):\n o(self, *a, **k); self.connection_pool_maxsize = int(" + os.environ["XPOOL"] + ")\n"
+                        "c.Configuration.__init__ = i\n"
+                        "import gc, time\nT = [0.0]\n"
+                        "def cb(phase, info):\n"
+                        " if phase == 'start': T[0] = time.perf_counter()\n"
+                        " elif time.perf_counter() - T[0] > 0.005: print('XGC', info['generation'], round((time.perf_counter() - T[0]) * 1000), flush=True)\n"
+                        "gc.callbacks.append(cb)\n"
+                        "from rayguard_operator.cli import main; sys.exit(main(sys.argv[1:]))"]
+        self.process = subprocess.Popen(cmd,
+                                        stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
 # --- the bench's side: clusters, heads, reports --------------------------------------------
 
 @dataclass
@@ -101,12 +133,26 @@ class Bench:
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
 
-    def start_operator(self) -> None:
-        self.operator = Operator(self.kubeconfig, self.workdir / "operator.log", resync_s=60.0)
+    def start_operator(self, oom_threads: int, log_name: str = "operator.log") -> None:
+        self.operator = OomOperator(self.kubeconfig, self.workdir / log_name, 60.0, oom_threads)
 
     def stop_operator(self) -> None:
         if self.operator is not None:
             self.operator.stop()
+
+    def close(self) -> None:
+        """Stop the operator, every redis-server (each by its PID) and the emulator."""
+        try:
+            self.stop_operator()
+            for server in self.servers:
+                server.stop(timeout_s=5)
+            try:
+                self.client.close()
+            except AttributeError:  # never started
+                pass
+            self.server.__exit__(None, None, None)
+        finally:
+            self.devnull.close()
 
     def objects(self, plural: str, label: str | None = None) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:

@@ -54,7 +54,7 @@ class Operator:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAYGUARD_")}
         env.update(KUBECONFIG=str(kubeconfig), RAYGUARD_OPERATOR_NAMESPACES=NS,
                    RAYGUARD_OPERATOR_LOG_FORMAT="plain", RAYGUARD_OPERATOR_RESYNC_SECONDS=str(resync_s),
-                   RAYGUARD_OPERATOR_NODE_IMAGE="rayguard/node:bench")
+                   RAYGUARD_OPERATOR_NODE_IMAGE="rayguard/node:bench", RAYGUARD_OPERATOR_METRICS_PORT="0")
         self.log_path = log_path
         self._log = log_path.open("w")
         command = [sys.executable, "-c", bootstrap(unbounded_batches, cached), "operator", "--standalone"]

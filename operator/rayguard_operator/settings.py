@@ -19,12 +19,21 @@ LOG_FORMATS = ("json", "plain")
 # The Pod Security Standard every pod the operator builds must pass (spec/pod_security.py).
 POD_SECURITY_LEVELS = ("restricted", "baseline", "privileged")
 DEFAULT_POD_SECURITY = "restricted"
+# Threads for the OOM path's blocking API calls (status.oom, Events), shared by every cluster's
+# report follower: one report's status write and Events take about five calls, and reports
+# to 50 clusters at once should not queue behind each other (bench/oom_events.py).
+DEFAULT_OOM_THREADS = 32
+MAX_OOM_THREADS = 1024
 
 ENV_NODE_IMAGE = "RAYGUARD_OPERATOR_NODE_IMAGE"
 ENV_NAMESPACES = "RAYGUARD_OPERATOR_NAMESPACES"
 ENV_RESYNC_SECONDS = "RAYGUARD_OPERATOR_RESYNC_SECONDS"
 ENV_LOG_FORMAT = "RAYGUARD_OPERATOR_LOG_FORMAT"
 ENV_POD_SECURITY = "RAYGUARD_OPERATOR_POD_SECURITY"
+ENV_OOM_THREADS = "RAYGUARD_OPERATOR_OOM_THREADS"
+ENV_METRICS_PORT = "RAYGUARD_OPERATOR_METRICS_PORT"
+# The operator's Prometheus /metrics (metrics.py); 0 turns it off.
+DEFAULT_METRICS_PORT = 9100
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -42,6 +51,9 @@ class OperatorSettings:
     log_format: str = "json"
     # A group's template overlay that would make its pods break this level is an invalid spec.
     pod_security: str = DEFAULT_POD_SECURITY
+    # Most OOM reports (of different clusters) counted and posted at the same time.
+    oom_threads: int = DEFAULT_OOM_THREADS
+    metrics_port: int = DEFAULT_METRICS_PORT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
@@ -65,4 +77,27 @@ class OperatorSettings:
         if pod_security not in POD_SECURITY_LEVELS:
             raise SettingsError(f"{ENV_POD_SECURITY}={pod_security!r}: expected restricted, baseline or privileged")
         return cls(node_image=image, namespaces=tuple(dict.fromkeys(namespaces)),
-                   resync_seconds=resync, log_format=log_format, pod_security=pod_security)
+                   resync_seconds=resync, log_format=log_format, pod_security=pod_security,
+                   oom_threads=_oom_threads(env.get(ENV_OOM_THREADS, "").strip()),
+                   metrics_port=_metrics_port(env.get(ENV_METRICS_PORT, "").strip()))
+
+
+def _metrics_port(raw: str) -> int:
+    if not raw:
+        return DEFAULT_METRICS_PORT
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 65535:
+        raise SettingsError(f"{ENV_METRICS_PORT}={raw!r}: expected a TCP port, or 0 for no metrics")
+    return int(raw)
+
+
+def _oom_threads(raw: str) -> int:
+    if not raw:
+        return DEFAULT_OOM_THREADS
+    # ASCII digits only: int() would also take "+8", "1_000" and other scripts' digits.
+    if not (raw.isascii() and raw.isdigit()):
+        raise SettingsError(f"{ENV_OOM_THREADS}={raw!r}: expected a whole number of threads,"
+                            f" e.g. {DEFAULT_OOM_THREADS}")
+    threads = int(raw)
+    if not 1 <= threads <= MAX_OOM_THREADS:
+        raise SettingsError(f"{ENV_OOM_THREADS}={raw!r}: must be from 1 to {MAX_OOM_THREADS}")
+    return threads

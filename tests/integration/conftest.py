@@ -1,12 +1,18 @@
 """Fixtures for integration tests."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from testkit.kube import ADMIN_TOKEN, EmulatorServer, KubeApi, api_client, rayguard_emulator, write_kubeconfig
+
+
+# Operators started by tests serve no /metrics unless a test asks for it (a fixed port would
+# clash between operators); tests/integration/test_operator_metrics.py asks for a free one.
+os.environ.setdefault("RAYGUARD_OPERATOR_METRICS_PORT", "0")
 
 
 # --- Kubernetes API emulator (testkit/kube; see testkit/README.md) ---------------------------

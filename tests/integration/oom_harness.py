@@ -13,6 +13,7 @@ Test modules import the fixture they use:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
@@ -105,6 +106,42 @@ def report(kind: str, cluster: str, pod: str, group: str = 'cpu', victim: str = 
         Victim(pid, victim, rss_bytes=1536 * MiB, shared_bytes=512 * MiB),
         NodeUsage(used_bytes=1962 * MiB, limit_bytes=2 * GiB, fraction=0.958, threshold=0.95),
         [TopEntry(pid, victim, 1024 * MiB), TopEntry(pid + 1, 'ray::IDLE', 200 * MiB)])
+
+
+class PodReadGate:
+    """Holds the first GET by name of each of `pods` in the emulator until `parties` of them are
+    held at once, then lets them all go. After counting a report, the OOM tracker reads the
+    report's pod by name (for the Event on it); nothing else reads a pod by name. So `parties`
+    reports of different clusters held here at once were being handled at the same time.
+
+    A hold gives up after `timeout_s` (the request then goes on), so too few at once is a test
+    that waits for `most_at_once` and fails, not an operator that hangs. It stays under the
+    operator's request timeout (30 s, kube/api.py), after which the held call would be given up
+    and its thread freed."""
+
+    def __init__(self, api: KubeApi, namespace: str, pods: list[str], parties: int, timeout_s: float = 25) -> None:
+        self.parties, self.timeout_s = parties, timeout_s
+        self.held = self.most_at_once = 0
+        self._all_in: asyncio.Event | None = None
+
+        def install() -> None:  # on the emulator's loop: its Event and reactions live there
+            self._all_in = asyncio.Event()
+            for pod in pods:  # a reaction that answers nothing only delays; kmock then disables it
+                api.emulator[f'get /api/v1/namespaces/{namespace}/pods/{pod}'] << self._hold
+        api.server.call(install)
+
+    async def _hold(self, _request: object) -> None:
+        assert self._all_in is not None
+        self.held += 1
+        self.most_at_once = max(self.most_at_once, self.held)
+        if self.held >= self.parties:
+            self._all_in.set()
+        try:
+            await asyncio.wait_for(self._all_in.wait(), self.timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self.held -= 1
 
 
 class HeadRedis:

@@ -17,7 +17,9 @@ import pytest
 from rayguard_node.contract.reports import KERNEL_OOM_KILL, KINDS, GUARD_KILL, QUOTA_EXCEEDED, RAY_MONITOR_KILL
 from rayguard_operator.oom.events import WRITES_PER_MINUTE_PER_CLUSTER
 
-from .oom_harness import OomOperator, cluster_body, oom_operator, report  # noqa: F401
+from rayguard_operator.oom.workers import THREAD_NAME_PREFIX
+
+from .oom_harness import OomOperator, PodReadGate, cluster_body, oom_operator, report  # noqa: F401
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -232,3 +234,35 @@ def test_a_dead_head_redis_does_not_delay_another_cluster(oom_operator: OomOpera
     # The dead cluster is still reconciled as usual.
     op.wait_reconciles('dead', passes=2)
     assert op.status('dead').get('phase') == 'Pending'
+
+
+@pytest.mark.timeout(300)  # 8 clusters, each with its head Redis
+def test_reports_to_many_clusters_are_handled_at_once_by_as_many_oom_threads(
+        oom_operator: OomOperator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAYGUARD_OPERATOR_OOM_THREADS=8, and a report to each of 8 clusters at once: all 8 are
+    being counted and posted at the same time (the emulator holds each one's read of its pod
+    until all 8 are there), on the OOM path's own 8 threads. 8 is more than asyncio's default
+    pool, which the OOM path shared before, has on 2 CPUs (6)."""
+    op, n = oom_operator, 8
+    op.stop()
+    monkeypatch.setenv('RAYGUARD_OPERATOR_OOM_THREADS', str(n))
+    op.start()
+    names = [f'wide-{i}' for i in range(n)]
+    for name in names:
+        op.create(cluster_body(name))
+    op.wait(lambda: all(len(op.pods(name)) == 2 for name in names), 'the pods of every cluster')
+    workers = {name: min(op.pod_names(name, 'cpu')) for name in names}
+    heads = {name: op.head_redis(name) for name in names}
+    op.wait(lambda: all(head.followers() >= 1 for head in heads.values()), 'a daemon on every head', timeout=60)
+    gate = PodReadGate(op.api, op.ns, list(workers.values()), parties=n)
+
+    for name in names:
+        heads[name].write(report(GUARD_KILL, name, workers[name]))
+    op.wait(lambda: gate.most_at_once >= n, f'{n} reports handled at once', timeout=60)
+    op.wait(lambda: all(op.oom_total(name) == 1 for name in names), 'every report counted')
+    op.wait(lambda: all(len(events_about(op, name, 'MemoryMonitorKill')) == 1
+                        and len(events_about(op, workers[name], 'MemoryMonitorKill')) == 1 for name in names),
+            'an Event on every cluster and pod')
+    # The operator runs in this process: its OOM pool made exactly as many threads as it may.
+    oom_threads = [t.name for t in threading.enumerate() if t.name.startswith(f'{THREAD_NAME_PREFIX}_')]
+    assert len(oom_threads) == n, oom_threads

@@ -152,6 +152,8 @@ def test_scale_up_and_down(operator: Any) -> None:
     operator.patch_spec("minimal", {"workerGroups": [{**minimal()["spec"]["workerGroups"][0], "replicas": 0}]})
     operator.wait(lambda: not operator.pod_names("minimal", "cpu"), "no workers")
     assert len(operator.pod_names("minimal", "head")) == 1
+    # Each delete's Event follows the delete itself: the last pod can be gone a moment before it.
+    operator.wait(lambda: len(operator.events(reason="Deleted", cluster="minimal")) >= 5, "five Deleted events")
     deleted = operator.events(reason="Deleted", cluster="minimal")
     assert len(deleted) == 5 and all(e["type"] == "Normal" for e in deleted)
 

@@ -16,6 +16,7 @@ import kopf
 from rayguard_operator import names
 from rayguard_operator.errors import KubeApiError
 from rayguard_operator.kube.api import KubeApi
+from rayguard_operator.metrics import MetricsServer, OperatorMetrics
 from rayguard_operator.oom.counts import uncounted
 from rayguard_operator.oom.events import EventAggregator
 from rayguard_operator.oom.tracker import OomTracker
@@ -43,9 +44,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 660
     settings.watching.connect_timeout = 30
     api = KubeApi.from_environment()
-    memo.oom_tracker = OomTracker(api, EventAggregator(api))
+    memo.metrics = OperatorMetrics()
+    memo.metrics_server = None
+    port = OperatorSettings.from_env().metrics_port  # read now: an in-process restart may change it
+    if port:
+        try:
+            memo.metrics_server = MetricsServer(memo.metrics, port)
+            log.info("rayguard operator: metrics on :%d/metrics", port)
+        except OSError as error:  # reconciling matters more than being scraped
+            log.error("rayguard operator: no metrics, port %d: %s", port, error)
+    memo.oom_tracker = OomTracker(api, EventAggregator(api), metrics=memo.metrics)
     memo.cache = cache.ClusterCache() if cache.ENABLED else None
-    memo.syncer = Syncer(api, SETTINGS, count_ooms=fresh_oom_counter(api, memo.oom_tracker), cache=memo.cache)
+    memo.syncer = Syncer(api, SETTINGS, count_ooms=fresh_oom_counter(api, memo.oom_tracker), cache=memo.cache,
+                         metrics=memo.metrics)
     syncer = memo.syncer
     memo.coalescer = Coalescer(lambda key, started: run_pass(syncer, *key, started=started)) \
         if cache.ENABLED else None
@@ -62,6 +73,9 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     syncer = getattr(memo, "syncer", None)
     if syncer is not None:
         syncer.api.close()
+    server = getattr(memo, "metrics_server", None)
+    if server is not None:
+        server.close()
 
 
 def run_pass(syncer: Syncer, namespace: str, name: str, fresh: bool = False,

@@ -100,6 +100,12 @@ class EventAggregator:
     def pending_count(self) -> int:
         return len(self._pending)
 
+    def pending_for(self, cluster: str) -> int:
+        """Events of one cluster waiting to be written (held back by its budget, or noted and
+        not flushed yet)."""
+        with self._lock:
+            return sum(1 for slot in self._pending if slot[0] == cluster)
+
     def _take_token(self, cluster: str) -> bool:
         now = self.clock()
         bucket = self._buckets.setdefault(cluster, _Bucket(float(self.writes_per_minute), now))

@@ -17,6 +17,7 @@ from rayguard_operator.manifests import events
 from rayguard_operator import names
 from rayguard_operator.kube.protocols import TrackerApi
 from rayguard_operator.locks import ClusterLocks
+from rayguard_operator.metrics import OperatorMetrics
 from rayguard_operator.oom.events import EventAggregator
 from rayguard_operator.oom.messages import (CONTAINER_OOM_KIND, REASON_BY_KIND, AggregationKey, container_message,
                            report_key, report_message)
@@ -40,9 +41,11 @@ def _pod_limit_bytes(pod: Mapping[str, Any], container: str) -> int | None:
 
 
 class OomTracker:
-    def __init__(self, api: TrackerApi, aggregator: EventAggregator) -> None:
+    def __init__(self, api: TrackerApi, aggregator: EventAggregator,
+                 metrics: OperatorMetrics | None = None) -> None:
         self.api = api
         self.aggregator = aggregator
+        self.metrics = metrics
         self.locks = ClusterLocks()
 
     def _add_counts(self, namespace: str, name: str, counts: list[OomCount]) -> dict[str, Any] | None:
@@ -76,6 +79,10 @@ class OomTracker:
                     counts.append(OomCount(CONTAINER_OOM_KIND, kill.finished_at, message))
                     notes.append((pod, AggregationKey(name, kill.pod, events.OOM_KILLED, kill.container), message))
             cluster = self._add_counts(namespace, name, counts)
+            if cluster is not None and self.metrics is not None:
+                for pod, kills in found:
+                    group = (pod["metadata"].get("labels") or {}).get(names.LABEL_GROUP, "")
+                    self.metrics.count_oom_kill(namespace, name, group, events.OOM_KILLED, len(kills))
             for pod, kills in found:  # after status: a crash in between counts again rather than never
                 self.api.patch("Pod", namespace, pod["metadata"]["name"], counted_annotation_patch(pod, kills))
         if cluster is not None:
@@ -88,31 +95,47 @@ class OomTracker:
 
     # -- runtime reports ---------------------------------------------------------------
     def count_reports(self, namespace: str, name: str, entries: list[tuple[str, Report]]) -> bool:
-        """Count reports read from the stream; `lastReportId` moves to the last entry."""
+        """Count reports read from the stream (`lastReportId` moves to the last entry), then post
+        their Events on the RayCluster. The Events on their pods are `post_pod_events`, a call of
+        its own: it reads each pod first, and the RayCluster's Events should not wait for that,
+        nor for other clusters' pods when reports reach many clusters at once."""
         if not entries:
             return True
+        notes = [(report_key(report), _note(report)) for _stream_id, report in entries]
         with self.locks(namespace, name):
-            counts = [OomCount(report.kind, report.time, report_message(report), stream_id)
-                      for stream_id, report in entries]
+            counts = [OomCount(report.kind, report.time, note.message, stream_id)
+                      for (stream_id, report), (_key, note) in zip(entries, notes)]
             cluster = self._add_counts(namespace, name, counts)
         if cluster is None:
             return False
-        pods: dict[str, Mapping[str, Any] | None] = {}
-        for _stream_id, report in entries:
-            key = report_key(report)
-            note = events.EventNote(events.WARNING, REASON_BY_KIND[report.kind], report_message(report))
+        if self.metrics is not None:
+            for _stream_id, report in entries:
+                self.metrics.count_oom_kill(namespace, name, report.identity.group, REASON_BY_KIND[report.kind])
+        # After the status write nothing may raise, or the batch would count twice.
+        for key, note in notes:
             self.aggregator.add(name, _involved(cluster), key, note)
-            pod_name = report.identity.pod
-            if pod_name and pod_name not in pods:
-                try:  # after the status write nothing may raise, or the batch would count twice
-                    pods[pod_name] = self.api.get_pod(namespace, pod_name)
-                except Exception as error:  # noqa: BLE001
-                    log.warning("no Event on pod %s this time: %s", pod_name, error)
-                    pods[pod_name] = None
-            if pods.get(pod_name):
-                self.aggregator.add(name, _involved(pods[pod_name]), key, note)  # type: ignore[arg-type]
         self._flush(name)
         return True
+
+    def post_pod_events(self, namespace: str, name: str, entries: list[tuple[str, Report]]) -> None:
+        """After `count_reports` counted `entries`: the Event on each report's pod (each pod read
+        once). Never raises: a pod that cannot be read costs only its Event."""
+        try:
+            pods: dict[str, Mapping[str, Any] | None] = {}
+            for _stream_id, report in entries:
+                pod_name = report.identity.pod
+                if pod_name and pod_name not in pods:
+                    try:
+                        pods[pod_name] = self.api.get_pod(namespace, pod_name)
+                    except Exception as error:  # noqa: BLE001
+                        log.warning("no Event on pod %s this time: %s", pod_name, error)
+                        pods[pod_name] = None
+                pod = pods.get(pod_name)
+                if pod:
+                    self.aggregator.add(name, _involved(pod), report_key(report), _note(report))
+        except Exception as error:  # noqa: BLE001 (the reports are counted: an Event is not worth a crash)
+            log.warning("RayCluster %s/%s: no Events on pods this time: %s", namespace, name, error)
+        self._flush(name)
 
     def flush_events(self, cluster: str, final: bool = False) -> None:
         """Write held-back Events; `final` (the operator is stopping) writes all of them."""
@@ -123,6 +146,10 @@ class OomTracker:
             self.aggregator.flush(cluster, force=force)
         except Exception as error:  # noqa: BLE001 (an Event is worth a retry, not a crash)
             log.warning("could not write OOM events for %s yet: %s", cluster, error)
+
+
+def _note(report: Report) -> events.EventNote:
+    return events.EventNote(events.WARNING, REASON_BY_KIND[report.kind], report_message(report))
 
 
 def _involved(obj: Mapping[str, Any]) -> dict[str, Any]:

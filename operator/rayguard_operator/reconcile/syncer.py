@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -29,6 +30,7 @@ from rayguard_operator.errors import KubeApiError, SpecError
 from rayguard_operator.kube.caller import RECONCILE, RESYNC, calling_as
 from rayguard_operator.kube.protocols import SyncerApi
 from rayguard_operator.locks import ClusterLocks
+from rayguard_operator.metrics import OperatorMetrics
 from rayguard_operator.reconcile.cache import ClusterCache, overlay
 from rayguard_operator.spec.model import ClusterModel, parse_cluster
 from rayguard_operator.reconcile.actions import Action, Observed, plan_actions
@@ -69,8 +71,8 @@ class Syncer:
                  new_name: Callable[[str], str] = random_name,
                  new_secrets: Callable[[], tuple[str, str]] = random_secrets,
                  count_ooms: Callable[[str, str, tuple[dict[str, Any], ...]], int] | None = None,
-                 cache: ClusterCache | None = None) -> None:
-        self.api, self.settings, self.cache = api, settings, cache
+                 cache: ClusterCache | None = None, metrics: OperatorMetrics | None = None) -> None:
+        self.api, self.settings, self.cache, self.metrics = api, settings, cache, metrics
         self.count_ooms = count_ooms
         self.now, self.new_name, self.new_secrets = now, new_name, new_secrets
         self.locks = ClusterLocks()
@@ -83,32 +85,45 @@ class Syncer:
         with self.locks(namespace, name), calling_as(RESYNC if fresh else RECONCILE):
             if started is not None:
                 started()
-            body = None if fresh or self.cache is None else self.cache.cluster(namespace, name)
-            cached = body is not None
-            if body is None:
-                body = self.api.get_cluster(namespace, name)
-                if body is None and self.cache is not None:
-                    self.cache.forget_cluster(namespace, name)  # deleted while a watch was down
-            mode = "cached" if cached else "fresh" if self.cache is not None else "uncached"
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                log.debug("RayCluster %s/%s: %s pass: gone", namespace, name, mode)
-                return None
-            current = self._current_status(body, cached)
+            if self.metrics is None:
+                return self._sync(namespace, name, fresh)
+            began, failed = time.monotonic(), True
             try:
-                cluster = parse_cluster(body, self.settings)
-            except SpecError as error:
-                result = self._invalid(body, current, str(error))
-            else:
-                result = self._reconcile(body, cluster, current, cached)
-            log.debug("RayCluster %s/%s: %s pass: %d actions, %d pod creates", namespace, name, mode,
-                      len(result.actions), sum(1 for a in result.actions if a.verb == "create" and a.kind == "Pod"))
-            return result
+                result = self._sync(namespace, name, fresh)
+                failed = result is not None and result.valid and result.error is not None
+                return result
+            finally:
+                self.metrics.observe_reconcile(time.monotonic() - began, failed)
+
+    def _sync(self, namespace: str, name: str, fresh: bool) -> SyncResult | None:
+        """The pass itself, under the cluster's lock (see `sync`)."""
+        body = None if fresh or self.cache is None else self.cache.cluster(namespace, name)
+        cached = body is not None
+        if body is None:
+            body = self.api.get_cluster(namespace, name)
+            if body is None and self.cache is not None:
+                self.cache.forget_cluster(namespace, name)  # deleted while a watch was down
+        mode = "cached" if cached else "fresh" if self.cache is not None else "uncached"
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            log.debug("RayCluster %s/%s: %s pass: gone", namespace, name, mode)
+            return None
+        current = self._current_status(body, cached)
+        try:
+            cluster = parse_cluster(body, self.settings)
+        except SpecError as error:
+            result = self._invalid(body, current, str(error))
+        else:
+            result = self._reconcile(body, cluster, current, cached)
+        log.debug("RayCluster %s/%s: %s pass: %d actions, %d pod creates", namespace, name, mode,
+                  len(result.actions), sum(1 for a in result.actions if a.verb == "create" and a.kind == "Pod"))
+        return result
 
     def drain(self, namespace: str, name: str) -> None:
         """Wait for a pass over this cluster that is under way. The cluster is already marked
         for deletion, and each pass reads it under the lock, so later passes stop at once."""
         with self.locks(namespace, name):
-            pass
+            if self.metrics is not None:  # its series go with it
+                self.metrics.forget_cluster(namespace, name)
 
     def _current_status(self, body: dict[str, Any], cached: bool) -> dict[str, Any]:
         """The status as it is: read with the body, or, from the cache, as the syncer last wrote
@@ -126,6 +141,8 @@ class Syncer:
         meta = body["metadata"]
         desired = invalid_status(int(meta.get("generation") or 0), message, current, self.now())
         patched = self._write_status(body, current, desired)
+        if self.metrics is not None:
+            self.metrics.set_phase(meta["namespace"], meta["name"], str(desired.get("phase") or ""))
         if spec_condition(current) != ("False", message):
             log.info("RayCluster %s/%s: invalid spec: %s", meta["namespace"], meta["name"], message)
             self._event(body, events.EventNote(events.WARNING, events.INVALID_SPEC, message))
@@ -193,6 +210,8 @@ class Syncer:
             pods = overlay({p["metadata"]["name"]: p for p in pods}, created, deleted)
         desired = compute_status(cluster, pods, current, self.now(), failure)
         patched = self._write_status(body, current, desired)
+        if self.metrics is not None:
+            self.metrics.set_phase(ns, cluster.name, str(desired.get("phase") or ""))
         if failure and _ready_condition(current) != _ready_condition(desired):
             log.warning("RayCluster %s/%s: %s", ns, cluster.name, failure)
             self._event(body, events.EventNote(events.WARNING, events.RECONCILE_FAILED, failure))

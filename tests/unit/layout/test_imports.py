@@ -31,6 +31,8 @@ OPERATOR_LAYERS = {
     "rayguard_operator.top": ("rayguard_operator.errors", "rayguard_operator.names", "rayguard_operator.kube"),
     # `rayguard profile fetch`: pods listed and exec'd with the user's own credentials.
     "rayguard_operator.profile": ("rayguard_operator.errors", "rayguard_operator.names", "rayguard_operator.kube"),
+    # The metrics registry: a bottom layer that the syncer, the OOM path and startup record into.
+    "rayguard_operator.metrics": (),
 }
 
 

@@ -54,6 +54,47 @@ def test_pod_security_level() -> None:
                                  " or privileged")
 
 
+def test_oom_threads() -> None:
+    assert OperatorSettings.from_env({}).oom_threads == 32 == OperatorSettings().oom_threads
+    assert OperatorSettings.from_env({"RAYGUARD_OPERATOR_OOM_THREADS": " 8 "}).oom_threads == 8
+    assert OperatorSettings.from_env({"RAYGUARD_OPERATOR_OOM_THREADS": ""}).oom_threads == 32
+    assert OperatorSettings.from_env({"RAYGUARD_OPERATOR_OOM_THREADS": "1"}).oom_threads == 1
+    assert OperatorSettings.from_env({"RAYGUARD_OPERATOR_OOM_THREADS": "1024"}).oom_threads == 1024
+
+
+@pytest.mark.parametrize("raw,message", [
+    ("many", "RAYGUARD_OPERATOR_OOM_THREADS='many': expected a whole number of threads, e.g. 32"),
+    ("8.5", "RAYGUARD_OPERATOR_OOM_THREADS='8.5': expected a whole number of threads, e.g. 32"),
+    ("-4", "RAYGUARD_OPERATOR_OOM_THREADS='-4': expected a whole number of threads, e.g. 32"),
+    ("+8", "RAYGUARD_OPERATOR_OOM_THREADS='+8': expected a whole number of threads, e.g. 32"),
+    ("1_000", "RAYGUARD_OPERATOR_OOM_THREADS='1_000': expected a whole number of threads, e.g. 32"),
+    ("\u0668", "RAYGUARD_OPERATOR_OOM_THREADS='\u0668': expected a whole number of threads, e.g. 32"),
+    ("0", "RAYGUARD_OPERATOR_OOM_THREADS='0': must be from 1 to 1024"),
+    ("1025", "RAYGUARD_OPERATOR_OOM_THREADS='1025': must be from 1 to 1024"),
+])
+def test_bad_oom_threads(raw: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        OperatorSettings.from_env({"RAYGUARD_OPERATOR_OOM_THREADS": raw})
+    assert str(caught.value) == message
+
+
+def test_the_operator_refuses_bad_oom_threads_in_one_line() -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RAYGUARD_")}
+    environ["RAYGUARD_OPERATOR_OOM_THREADS"] = "0"
+    result = subprocess.run([sys.executable, "-m", "rayguard_operator.cli", "operator"],
+                            capture_output=True, text=True, timeout=60, env=environ)
+    assert result.returncode == 2
+    assert result.stderr == "rayguard: RAYGUARD_OPERATOR_OOM_THREADS='0': must be from 1 to 1024\n"
+
+
+def test_the_chart_sets_oom_threads() -> None:
+    chart = REPO_ROOT / "charts" / "rayguard"
+    values = yaml.safe_load((chart / "values.yaml").read_text(encoding="utf-8"))
+    assert values["oomThreads"] == OperatorSettings().oom_threads
+    deployment = (chart / "templates" / "deployment.yaml").read_text(encoding="utf-8")
+    assert "- name: RAYGUARD_OPERATOR_OOM_THREADS\n          value: {{ .Values.oomThreads | quote }}" in deployment
+
+
 def test_the_chart_passes_pod_security() -> None:
     chart = REPO_ROOT / "charts" / "rayguard"
     values = yaml.safe_load((chart / "values.yaml").read_text(encoding="utf-8"))

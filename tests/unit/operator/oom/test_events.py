@@ -211,6 +211,17 @@ def test_flush_of_one_cluster_touches_only_it() -> None:
     assert agg.flush("b") == 1 and agg.pending_count == 0
 
 
+def test_pending_is_told_per_cluster() -> None:
+    """Each cluster's report follower flushes only when its own cluster has Events waiting."""
+    api, clock, agg = make(writes_per_minute=1)
+    agg.add("a", cluster_obj("a"), key("ray::1", "a"), note())
+    agg.add("a", cluster_obj("a"), key("ray::2", "a"), note())
+    agg.add("b", cluster_obj("b"), key("ray::3", "b"), note())
+    assert (agg.pending_for("a"), agg.pending_for("b"), agg.pending_for("c")) == (2, 1, 0)
+    agg.flush()  # one write each: the budget holds back a's second
+    assert (agg.pending_for("a"), agg.pending_for("b"), agg.pending_count) == (1, 0, 1)
+
+
 def test_create_conflict_falls_back_to_patching() -> None:
     api, clock, agg = make()
     name = f"demo.oom-{key().digest()}"
