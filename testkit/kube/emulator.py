@@ -20,6 +20,7 @@ they are applied, as in kmock. See ``testkit/README.md``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections import Counter
@@ -180,16 +181,44 @@ class ApiEmulator(ObjectStore):
                 'metadata': {'resourceVersion': revision}, 'items': items}
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
-        """kmock's stream, filtered by selectors and by `resourceVersion` (kmock replays every
-        object), and ended after `timeoutSeconds` as the API server does."""
+        """The objects there are now, then every change after them, filtered by selectors and
+        by `resourceVersion`, and ended after `timeoutSeconds`, as the API server does.
+
+        Not kmock's own stream: it takes its snapshot under the lock but marks its place in the
+        event bus only after sending the snapshot, so a write between the two was lost to the
+        watcher (a RayCluster created while kopf's watch started was never seen). Here both are
+        taken under the lock that every write holds."""
+        resource = request.resource
+        if resource is None or resource not in self.resources:
+            raise api_error(404, 'the server could not find the requested resource')
         labels = parse_label_selector(request.params.get('labelSelector', ''))
         fields = parse_field_selector(request.params.get('fieldSelector', ''))
         since = request.params.get('resourceVersion', '')
         since_revision = int(since) if since.isdigit() else 0
         timeout = float(request.params.get('timeoutSeconds') or 0) or None
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        events = aiter(super()._serve_watch(request))
+
+        def wanted(obj: dict[str, Any]) -> bool:
+            meta = obj.get('metadata') or {}
+            if request.namespace not in {None, meta.get('namespace')}:
+                return False
+            if request.name not in {None, meta.get('name')}:
+                return False
+            revision = str(meta.get('resourceVersion', ''))
+            fresh = not revision.isdigit() or int(revision) > since_revision
+            return fresh and selected(obj, labels, fields)
+
+        yield b''  # send the headers now: a watch with nothing to say is still a stream
+        bus = self._buses[resource]
+        async with self._lock:
+            mark = await bus.mark()
+            snapshot = [copy.deepcopy(obj.raw) for (res, _, _), obj in self._objects.items()
+                        if res == resource and not obj.deleted]
+        events = aiter(bus.stream(since=mark))
         try:
+            for obj in snapshot:
+                if wanted(obj):
+                    yield {'type': 'ADDED', 'object': obj}
             while True:
                 now = asyncio.get_running_loop().time()
                 remaining = None if deadline is None else deadline - now
@@ -197,16 +226,11 @@ class ApiEmulator(ObjectStore):
                     event = await asyncio.wait_for(anext(events), remaining)
                 except (StopAsyncIteration, TimeoutError):
                     return
-                if not isinstance(event, dict):
-                    yield event
-                    continue
-                obj = event.get('object') or {}
-                revision = str((obj.get('metadata') or {}).get('resourceVersion', ''))
-                fresh = not revision.isdigit() or int(revision) > since_revision
-                if fresh and selected(obj, labels, fields):
+                if not isinstance(event, dict) or wanted(event.get('object') or {}):
                     yield event
         finally:
             await events.aclose()
+            await bus.unmark(mark)
 
 
 def rayguard_emulator() -> ApiEmulator:

@@ -288,6 +288,28 @@ def test_watch_filters_and_times_out(kube_api: KubeApi) -> None:
     assert time.monotonic() - started < 5
 
 
+
+def test_watch_sees_a_write_made_while_it_sends_what_exists(kube_api: KubeApi) -> None:
+    """A watch sends the objects there are, then every change after them, with nothing lost
+    in between: a Secret created once the client has the first object, while the server is
+    still sending the other 2 MB of them, arrives too. (kmock's own stream lost it: it found
+    its place in the event bus only after sending the snapshot.)"""
+    padding = 'x' * 8192
+    for i in range(250):
+        kube_api.core.create_namespaced_secret(NS, {'metadata': {'name': f'bulk-{i:03d}'},
+                                                    'stringData': {'k': padding}})
+    url = f'{kube_api.url}/api/v1/namespaces/{NS}/secrets?watch=true&timeoutSeconds=3'
+    seen: list[tuple[str, str]] = []
+    with urllib.request.urlopen(url, timeout=30) as stream:
+        first = json.loads(stream.readline())
+        seen.append((first['type'], first['object']['metadata']['name']))
+        kube_api.core.create_namespaced_secret(NS, secret('late'))
+        for line in stream:
+            event = json.loads(line)
+            seen.append((event['type'], event['object']['metadata']['name']))
+    assert seen.count(('ADDED', 'late')) == 1, seen[-3:]
+    assert len(seen) == 251, len(seen)
+
 def test_kmock_reactions_still_apply(kube_api: KubeApi) -> None:
     emulator = kube_api.emulator
     kube_api.server.call(
