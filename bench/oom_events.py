@@ -3,7 +3,7 @@
 The operator (`rayguard operator --standalone`, its own process) runs against the Kubernetes
 API emulator, with its OOM daemon following each cluster's `rayguard:reports` stream. Each
 cluster's head Redis is a real `redis-server`, reachable where the operator looks for it:
-the head Service's clusterIP (the emulator assigns none, so the bench sets one, 127.0.1.N)
+the head Service's clusterIP (the emulator assigns each a loopback address, 127.1.x.y)
 on port 6380, with the password from the cluster Secret. Reports are written as the
 runtimes write them: `ReportSink(...).emit(report)` and `flush_pending()`.
 
@@ -22,15 +22,21 @@ on the last design's heads:
   the time until `status.oom` counts all of them, the time until the Events' counts add up
   to 1,000, the Event objects written and the writes it took.
 
+Before each latency case the bench process's heap is frozen out of Python's garbage collector
+(`freeze_heap`): the emulator in it stands in for an API server, which does not pause for that.
+`--api-latency-ms` delays every API request, as a real API server's round trip would; without
+it the emulator answers at once and the bound is CPU (the operator's, and the emulator's).
+
 Run, from the repository root:
   .venv/bin/python -m bench.oom_events [--samples 40] [--clusters 50] [--rounds 5] [--burst 1000]
-                                       [--oom-threads 6,32] [--no-naive]
+                                       [--oom-threads 6,16] [--no-naive] [--api-latency-ms 0]
 It needs `redis-server` on PATH; it stops every redis-server and process it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -94,6 +100,15 @@ def event_names(report: Report, design: str) -> tuple[str, str | None]:
 
 def operator_agent(design: str) -> str:
     return NAIVE_AGENT if design == "naive" else "OpenAPI-Generator"
+
+
+def freeze_heap() -> None:
+    """Keep what exists now out of this process's garbage collections. The emulator, in this
+    process, stands in for an API server, which does not stop for Python's collector; with 50
+    clusters' objects in its heap a full collection stopped it for 150 to 400 ms, in the middle
+    of a round. What is made from here on is still collected."""
+    gc.collect()
+    gc.freeze()
 
 
 def latency_one(bench: Bench, design: str, result: DesignResult) -> None:
@@ -216,10 +231,12 @@ def rayguard_design(bench: Bench, threads: int, names: list[str]) -> DesignResul
     bench.add_clusters(names[:1])
     bench.wait_followed(names[:1], "the operator's OOM daemon")
     progress(f"{design}: 1 cluster")
+    freeze_heap()
     latency_one(bench, "rayguard", ours)
     bench.add_clusters(names[1:])
     bench.wait_followed(names, "the operator's OOM daemon")
     progress(f"{design}: {len(names)} clusters")
+    freeze_heap()
     latency_many(bench, "rayguard", ours, names)
     if bench.args.burst:
         progress(f"{design}: burst")
@@ -240,6 +257,7 @@ def naive_design(bench: Bench, names: list[str], workdir: Path) -> DesignResult:
     try:
         bench.wait_followed(names, "the naive consumer")
         progress("naive: 1 cluster")
+        freeze_heap()
         latency_one(bench, "naive", naive)
         progress(f"naive: {len(names)} clusters")
         latency_many(bench, "naive", naive, names)
@@ -267,6 +285,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[DesignResult]:
                 results.append(naive_design(bench, names, workdir))
         finally:
             bench.close()
+            gc.unfreeze()  # this design's emulator and heads may go now
     return results
 
 
@@ -319,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                              f" {DEFAULT_THREADS}: asyncio's default pool on this machine, as before the setting,"
                              " and the setting's default)")
     parser.add_argument("--no-naive", action="store_true", help="leave out the naive consumer")
+    parser.add_argument("--api-latency-ms", type=float, default=0.0,
+                        help="delay every API request by this much, a real API server's round trip (default 0:"
+                             " the emulator answers at once, and the operator's CPU is what is measured)")
     parser.add_argument("--naive-consumer", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.naive_consumer:
@@ -344,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"OOM reports -> Events: operator against the API emulator, a real redis-server per head;"
           f" 1 cluster ({args.samples} reports, {SAMPLE_GAP_S:g} s apart), {args.clusters} clusters"
           f" ({args.rounds} rounds of one report each, at once), a burst of {args.burst} reports to one cluster;"
-          f" {os.cpu_count()} CPUs, where asyncio's default pool has {OLD_POOL} threads")
+          f" API latency {args.api_latency_ms:g} ms; {os.cpu_count()} CPUs, where asyncio's default pool has"
+          f" {OLD_POOL} threads")
     print(table(results, args))
     print(details(results, args))
     print(load_line(load_before, load_after))

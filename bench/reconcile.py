@@ -74,7 +74,7 @@ from testkit.kube.emulator import WRITE_METHODS
 PHASE_TIMEOUT_S = 600.0
 QUIET_S = 3.0
 MiB = 1024**2
-READ_PARTS = ("reconcile", "resync", "other")
+READ_PARTS = ("reconcile", "resync", "oom", "other")
 
 
 def classify(request: Request) -> str:
@@ -276,7 +276,7 @@ def others(counts: Counter[str]) -> int:
 
 def table(results: list[ScaleResult]) -> str:
     header = ["clusters", "cache", "converge s (children / Ready)",
-              "reads/cluster to Ready: events | resync | other | all", "event passes/cluster",
+              "reads/cluster to Ready: events | resync | oom | other | all", "event passes/cluster",
               "writes/cluster: children | status | events | other", "no-op resync writes (passes)", "peak RSS MiB"]
     rows = []
     for r in results:

@@ -52,7 +52,7 @@ class Request(NamedTuple):
     @property
     def part(self) -> str:
         """The part of the operator that made it: reconcile (an event's pass), resync (the
-        timer's full read), or other (the OOM report follower; an operator without the tag)."""
+        timer's full read), oom (the OOM report follower), or other (an operator without the tag)."""
         for token in self.agent.split():  # e.g. "OpenAPI-Generator/37.0.2/python rayguard-operator/resync"
             if token.startswith(OPERATOR_AGENT + "/"):
                 return token[len(OPERATOR_AGENT) + 1:]

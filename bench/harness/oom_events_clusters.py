@@ -6,22 +6,25 @@ a real `redis-server`, reachable where the operator looks for it (the head Servi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import aiohttp.web
 import attrs
 import kmock
 import kubernetes.client
 
 from bench.harness import REPO
-from bench.harness.emulator import MERGE, NS, RecordingEmulator, bench_client, new_emulator
+from bench.harness.emulator import NS, RecordingEmulator, bench_client, new_emulator
 from bench.harness.operator_process import Operator, cluster_body
 from bench.harness.waiting import wait_until
 from rayguard_node.contract.reports import GUARD_KILL, Identity, NodeUsage, Report, TopEntry, Victim, \
@@ -49,25 +52,27 @@ class EventWrite(NamedTuple):
 @attrs.define(kw_only=True)
 class OomEmulator(RecordingEmulator):
     event_writes: list[EventWrite] = attrs.field(factory=list, init=False)
+    # Notified on every Event write, so the bench waits for one without polling (a polling
+    # thread would take the GIL from the emulator's own thread, in the same process).
+    event_written: threading.Condition = attrs.field(factory=threading.Condition, init=False)
+    # How long each request (not a watch) waits before it is served: a real API server's round
+    # trip (network, etcd), which the emulator, answering from memory, does not have.
+    api_latency_s: float = 0.0
 
-    async def _create(self, request: Any, info: Any) -> Any:
-        # The API server stores a Secret's stringData base64-encoded in data; the emulator
-        # keeps stringData as sent, and the operator reads the Redis password from data.
-        if request.resource.plural == "secrets" and isinstance(request.data, dict) \
-                and request.data.get("stringData"):
-            data = dict(request.data.get("data") or {})
-            for key, value in request.data.pop("stringData").items():
-                data[key] = base64.b64encode(value.encode()).decode()
-            request.data["data"] = data
-        return await super()._create(request, info)
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if self.api_latency_s and raw_request.query.get("watch") not in ("true", "1"):
+            await asyncio.sleep(self.api_latency_s)
+        return await super().__call__(raw_request)
 
     async def _write(self, request: Any) -> Any:
         written = await super()._write(request)
         if request.resource is not None and request.resource.plural == "events" and request.method != "DELETE":
             obj = self._live((request.resource, written.namespace, written.name)) or {}
-            self.event_writes.append(EventWrite(time.monotonic(), request.method, written.name,
-                                                int(obj.get("count") or 1),
-                                                request.headers.get("User-Agent", "")))
+            with self.event_written:
+                self.event_writes.append(EventWrite(time.monotonic(), request.method, written.name,
+                                                    int(obj.get("count") or 1),
+                                                    request.headers.get("User-Agent", "")))
+                self.event_written.notify_all()
         return written
 
 
@@ -85,18 +90,7 @@ class OomOperator(Operator):
                    RAYGUARD_OPERATOR_OOM_THREADS=str(oom_threads))
         self.log_path = log_path
         self._log = log_path.open("w")
-        cmd = [sys.executable, "-m", "rayguard_operator.cli", "operator", "--standalone"]
-        if os.environ.get("XPOOL"):
-            cmd[1:3] = ["-c", "import sys, kubernetes.client.configuration as c; o = c.Configuration.__init__\n"
-                        "def i(self, *a, **k):\n o(self, *a, **k); self.connection_pool_maxsize = int(" + os.environ["XPOOL"] + ")\n"
-                        "c.Configuration.__init__ = i\n"
-                        "import gc, time\nT = [0.0]\n"
-                        "def cb(phase, info):\n"
-                        " if phase == 'start': T[0] = time.perf_counter()\n"
-                        " elif time.perf_counter() - T[0] > 0.005: print('XGC', info['generation'], round((time.perf_counter() - T[0]) * 1000), flush=True)\n"
-                        "gc.callbacks.append(cb)\n"
-                        "from rayguard_operator.cli import main; sys.exit(main(sys.argv[1:]))"]
-        self.process = subprocess.Popen(cmd,
+        self.process = subprocess.Popen([sys.executable, "-m", "rayguard_operator.cli", "operator", "--standalone"],
                                         stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
@@ -119,6 +113,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args, self.workdir = args, workdir
         self.emulator = new_emulator(OomEmulator)
+        self.emulator.api_latency_s = getattr(args, "api_latency_ms", 0) / 1000
         self.server = EmulatorServer(self.emulator)
         self.heads: dict[str, Head] = {}
         self.servers: list[RedisServer] = []
@@ -171,8 +166,8 @@ class Bench:
         return cluster.get("status") or {}
 
     def add_clusters(self, names: list[str]) -> None:
-        """Create the clusters, give each head Service a clusterIP and a real Redis there, and
-        wait until the operator's daemon reads each stream."""
+        """Create the clusters, start a real Redis at each head Service's clusterIP (the emulator
+        gives each a loopback address), and wait until the operator's daemon reads each stream."""
         for name in names:
             self.custom.create_namespaced_custom_object("rayguard.dev", "v1", NS, "rayclusters",
                                                         cluster_body(name, WORKERS))
@@ -190,8 +185,8 @@ class Bench:
             raise RuntimeError("the operator did not create every cluster's children in 300 s")
         for name in names:
             index = len(self.heads) + 1
-            ip = f"127.0.1.{index}"
-            self.core.patch_namespaced_service(f"{name}-head", NS, {"spec": {"clusterIP": ip}}, _content_type=MERGE)
+            service = json.loads(self.core.read_namespaced_service(f"{name}-head", NS, _preload_content=False).data)
+            ip = service["spec"]["clusterIP"]
             secret = json.loads(self.core.read_namespaced_secret(f"{name}-secret", NS, _preload_content=False).data)
             password = base64.b64decode(secret["data"]["redis-password"]).decode()
             server = RedisServer(REDIS_PORT, password, REDIS_MAXMEMORY, workdir=self.workdir / f"redis-{index}", bind=ip)
@@ -236,13 +231,15 @@ class Bench:
         """The time the emulator stored a write of Event `name` by `agent`, looking at the
         writes from index `start` of its log on."""
         deadline = time.monotonic() + timeout
-        while True:
-            writes = self.emulator.event_writes
-            end = len(writes)
-            for write in writes[start:end]:
-                if write.name == name and write.agent.startswith(agent):
-                    return write.time
-            start = end
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.002)
+        with self.emulator.event_written:
+            while True:
+                writes = self.emulator.event_writes
+                end = len(writes)
+                for write in writes[start:end]:
+                    if write.name == name and write.agent.startswith(agent):
+                        return write.time
+                start = end
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.emulator.event_written.wait(left)

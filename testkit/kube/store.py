@@ -5,12 +5,15 @@ server side. :class:`ObjectStore` adds what the API server does to an object whe
 written, and nothing else: ``uid``, ``creationTimestamp``, ``resourceVersion`` and
 ``generation``; the status subresource (only ``.status`` changes through ``/status``, and never
 through the main resource); ``generateName``; preconditions and conflicts; patch semantics per
-content type (from :mod:`testkit.kube.semantics`); finalizers; and garbage collection through
-ownerReferences. It also serves the built-in resources rayguard uses and the resources of the
+content type (from :mod:`testkit.kube.semantics`); finalizers; garbage collection through
+ownerReferences; a Secret's ``stringData`` stored base64-encoded in ``data``; and a
+``clusterIP`` for each new Service (from 127.1.0.0/16, where nothing listens unless a test
+starts it there). It also serves the built-in resources rayguard uses and the resources of the
 CRDs it is given. :class:`testkit.kube.emulator.ApiEmulator` builds on it with the HTTP side.
 """
 from __future__ import annotations
 
+import base64
 import copy
 import pathlib
 import random
@@ -53,6 +56,7 @@ class ObjectStore(kmock.KubernetesEmulator):
     Its write methods expect to be called under ``self._lock``."""
 
     _revision: int = attrs.field(default=0, init=False)
+    _services_made: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -139,8 +143,14 @@ class ObjectStore(kmock.KubernetesEmulator):
             meta.pop(field, None)
         if 'status' in info.subresources:
             obj.pop('status', None)  # a status subresource ignores status on create
+        if resource == 'v1/secrets':
+            encode_string_data(obj)
         if resource == 'v1/pods':
             obj['status'] = {'phase': 'Pending'}
+        if resource == 'v1/services':
+            spec = obj.setdefault('spec', {})
+            if spec.get('type') != 'ExternalName' and not spec.get('clusterIP'):
+                spec['clusterIP'] = self._next_cluster_ip()
         self._stamp(resource, obj)
         self._store(key, obj)
         await self._buses[resource].put({'type': 'ADDED', 'object': copy.deepcopy(obj)})
@@ -166,6 +176,8 @@ class ObjectStore(kmock.KubernetesEmulator):
             raise api_error(409, 'the object has been modified; please apply your changes '
                                  'to the latest version and try again')
         new = self._server_fields(old, new, request.subresource, info)
+        if key[0] == 'v1/secrets':
+            encode_string_data(new)
         if new == old:
             return  # a no-op write changes nothing: no new resourceVersion, no watch event
         new['metadata']['resourceVersion'] = self._next_revision()
@@ -256,6 +268,10 @@ class ObjectStore(kmock.KubernetesEmulator):
         obj['metadata'].update(uid=str(uuid.uuid4()), creationTimestamp=now_seconds(),
                                resourceVersion=self._next_revision(), generation=1)
 
+    def _next_cluster_ip(self) -> str:
+        self._services_made += 1
+        return f'127.1.{self._services_made // 254 % 256}.{self._services_made % 254 + 1}'
+
     def _next_revision(self) -> str:
         self._revision += 1
         return str(self._revision)
@@ -267,6 +283,15 @@ class ObjectStore(kmock.KubernetesEmulator):
             if self._live((resource, namespace, name)) is None:
                 return name
         return None
+
+
+def encode_string_data(secret: dict[str, Any]) -> None:
+    """What the API server does with a Secret's stringData: stored base64-encoded in data (it
+    wins over data's key of the same name), and never returned."""
+    string_data = secret.pop('stringData', None)
+    if string_data:
+        secret['data'] = {**(secret.get('data') or {}),
+                          **{k: base64.b64encode(str(v).encode()).decode() for k, v in string_data.items()}}
 
 
 def load_rayguard_crd(crds_dir: pathlib.Path = CRDS_DIR) -> dict[str, Any]:

@@ -17,13 +17,13 @@ import asyncio
 import base64
 import contextlib
 import io
-import random
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 import redis
 import yaml
@@ -31,6 +31,7 @@ import yaml
 from rayguard_node.reporting.redis_server import RedisServer
 from rayguard_node.reporting.sink import ReportSink
 from rayguard_node.contract.reports import STREAM_KEY, Identity, NodeUsage, Report, TopEntry, Victim, new_report
+from tests.integration.cluster_objects import GROUP, PLURAL, VERSION
 from tests.integration.conftest import OperatorHarness, assert_rbac_was_enough, operator_under_chart_rbac
 from testkit.kube import ChartMode, KubeApi, run_kopf
 
@@ -50,21 +51,6 @@ def cluster_body(name: str, workers: int = 1) -> dict[str, Any]:
     body['metadata']['name'] = name
     body['spec']['workerGroups'][0]['replicas'] = workers
     return body
-
-
-def loopback_address(port: int = REDIS_PORT) -> str:
-    """An address in 127.0.0.0/8 (away from 127.0.0.1) where `port` is free."""
-    rng = random.Random()
-    for _ in range(200):
-        host = f'127.{rng.randint(16, 250)}.{rng.randint(0, 255)}.{rng.randint(2, 250)}'
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        return host
-    pytest.skip(f'port {port} is taken on every loopback address tried (another process listens on'
-                f' 0.0.0.0:{port}?); the head Service has no other port for Redis')
 
 
 class BlackHole:
@@ -108,30 +94,39 @@ def report(kind: str, cluster: str, pod: str, group: str = 'cpu', victim: str = 
         [TopEntry(pid, victim, 1024 * MiB), TopEntry(pid + 1, 'ray::IDLE', 200 * MiB)])
 
 
-class PodReadGate:
-    """Holds the first GET by name of each of `pods` in the emulator until `parties` of them are
-    held at once, then lets them all go. After counting a report, the OOM tracker reads the
-    report's pod by name (for the Event on it); nothing else reads a pod by name. So `parties`
-    reports of different clusters held here at once were being handled at the same time.
+class OomWriteGate:
+    """Holds the OOM path's first status write to each of `clusters` in the emulator until
+    `parties` of them are held at once, then lets them all go. Counting a report writes its
+    RayCluster's status.oom (the operator tags those requests `rayguard-operator/oom` in its
+    User-Agent, kube/caller.py; a reconcile pass's status writes go through untouched). So
+    `parties` clusters held here at once were having reports counted at the same time.
 
     A hold gives up after `timeout_s` (the request then goes on), so too few at once is a test
     that waits for `most_at_once` and fails, not an operator that hangs. It stays under the
     operator's request timeout (30 s, kube/api.py), after which the held call would be given up
     and its thread freed."""
 
-    def __init__(self, api: KubeApi, namespace: str, pods: list[str], parties: int, timeout_s: float = 25) -> None:
+    def __init__(self, api: KubeApi, namespace: str, clusters: list[str], parties: int,
+                 timeout_s: float = 25) -> None:
         self.parties, self.timeout_s = parties, timeout_s
         self.held = self.most_at_once = 0
+        self._seen: set[str] = set()
         self._all_in: asyncio.Event | None = None
 
         def install() -> None:  # on the emulator's loop: its Event and reactions live there
             self._all_in = asyncio.Event()
-            for pod in pods:  # a reaction that answers nothing only delays; kmock then disables it
-                api.emulator[f'get /api/v1/namespaces/{namespace}/pods/{pod}'] << self._hold
+            for name in clusters:  # a reaction that answers nothing only delays
+                path = f'/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status'
+                api.emulator[f'patch {path}'] << self._hold
         api.server.call(install)
 
-    async def _hold(self, _request: object) -> None:
+    async def _hold(self, request: kmock.Request) -> None:
         assert self._all_in is not None
+        if 'rayguard-operator/oom' not in request.headers.get('User-Agent', '').split():
+            return
+        if request.name in self._seen:
+            return
+        self._seen.add(str(request.name))
         self.held += 1
         self.most_at_once = max(self.most_at_once, self.held)
         if self.held >= self.parties:
@@ -250,32 +245,20 @@ class OomOperator(OperatorHarness):
                     _content_type=MERGE, _preload_content=False)
 
     # --- the head Redis
-    def _prepare_head(self, cluster: str, host: str) -> str:
-        """Point the head Service at `host` and store the Secret as the API server would;
-        returns the Redis password the operator generated."""
-        service = f'{cluster}-head'
-        secret_name = f'{cluster}-secret'
+    def _prepare_head(self, cluster: str) -> tuple[str, str]:
+        """(the head Service's clusterIP, the Redis password in the cluster Secret), once the
+        operator has made both. The emulator gives each Service a loopback clusterIP, as an API
+        server gives one from its service range."""
+        service, secret_name = f'{cluster}-head', f'{cluster}-secret'
         self.wait(lambda: service in {s['metadata']['name'] for s in self._raw(
             self.api.core.list_namespaced_service, self.ns)['items']}, f'the Service {service}')
-        self._write(self.api.core.patch_namespaced_service, service, self.ns,
-                    {'spec': {'clusterIP': host}}, _content_type=MERGE)
+        host = self.service(service)['spec']['clusterIP']
         self.wait(lambda: secret_name in self.secret_names(), f'the Secret {secret_name}')
-        secret = self.secret(secret_name)
-        if secret.get('stringData'):
-            # The API server stores stringData as base64 data and never returns it; the
-            # emulator keeps it as written, so do the API server's part here.
-            data = {**(secret.get('data') or {}), **{
-                k: base64.b64encode(v.encode()).decode() for k, v in secret['stringData'].items()}}
-            self._write(self.api.core.patch_namespaced_secret, secret_name, self.ns,
-                        {'data': data, 'stringData': None}, _content_type=MERGE)
-            secret = self.secret(secret_name)
-        assert 'stringData' not in secret
-        return base64.b64decode(secret['data']['redis-password']).decode()
+        return host, base64.b64decode(self.secret(secret_name)['data']['redis-password']).decode()
 
-    def head_redis(self, cluster: str, host: str | None = None, start: bool = True) -> HeadRedis:
+    def head_redis(self, cluster: str, start: bool = True) -> HeadRedis:
         """A real redis-server at the cluster's head Service address, with its password."""
-        host = host or loopback_address()
-        password = self._prepare_head(cluster, host)
+        host, password = self._prepare_head(cluster)
         server = RedisServer(REDIS_PORT, password, 64 * MiB,
                              workdir=self._servers.directory / f'{cluster}-{len(self._servers.made)}',
                              bind=host)
@@ -287,9 +270,8 @@ class OomOperator(OperatorHarness):
         return head
 
     def dead_head(self, cluster: str, how: str) -> BlackHole | None:
-        """Point the cluster at a head Redis that is not there (`refused`) or that hangs."""
-        host = loopback_address()
-        self._prepare_head(cluster, host)
+        """A head Redis that is not there (`refused`) or that hangs, at the cluster's head Service."""
+        host, _password = self._prepare_head(cluster)
         if how == 'refused':
             return None
         hole = BlackHole(host)

@@ -19,7 +19,7 @@ from rayguard_operator.oom.events import WRITES_PER_MINUTE_PER_CLUSTER
 
 from rayguard_operator.oom.workers import THREAD_NAME_PREFIX
 
-from .oom_harness import OomOperator, PodReadGate, cluster_body, oom_operator, report  # noqa: F401
+from .oom_harness import OomOperator, OomWriteGate, cluster_body, oom_operator, report  # noqa: F401
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -240,8 +240,8 @@ def test_a_dead_head_redis_does_not_delay_another_cluster(oom_operator: OomOpera
 def test_reports_to_many_clusters_are_handled_at_once_by_as_many_oom_threads(
         oom_operator: OomOperator, monkeypatch: pytest.MonkeyPatch) -> None:
     """RAYGUARD_OPERATOR_OOM_THREADS=8, and a report to each of 8 clusters at once: all 8 are
-    being counted and posted at the same time (the emulator holds each one's read of its pod
-    until all 8 are there), on the OOM path's own 8 threads. 8 is more than asyncio's default
+    being counted at the same time (the emulator holds each one's status write until all 8 are
+    there), on the OOM path's own 8 threads. 8 is more than asyncio's default
     pool, which the OOM path shared before, has on 2 CPUs (6)."""
     op, n = oom_operator, 8
     op.stop()
@@ -254,7 +254,7 @@ def test_reports_to_many_clusters_are_handled_at_once_by_as_many_oom_threads(
     workers = {name: min(op.pod_names(name, 'cpu')) for name in names}
     heads = {name: op.head_redis(name) for name in names}
     op.wait(lambda: all(head.followers() >= 1 for head in heads.values()), 'a daemon on every head', timeout=60)
-    gate = PodReadGate(op.api, op.ns, list(workers.values()), parties=n)
+    gate = OomWriteGate(op.api, op.ns, names, parties=n)
 
     for name in names:
         heads[name].write(report(GUARD_KILL, name, workers[name]))

@@ -4,7 +4,7 @@ Containers that Kubernetes OOMKilled are counted by the reconcile pass (`Syncer`
 sees every pod, and before it replaces a Failed pod. Reports from the runtimes arrive
 through the head Redis stream, read here by an async daemon per cluster so that one slow
 or dead head never delays another. The daemons' blocking calls (reading the head Service and
-Secret, counting, posting Events) share one pool of `RAYGUARD_OPERATOR_OOM_THREADS` threads
+Secret once per connection, counting, posting Events) share one pool of `RAYGUARD_OPERATOR_OOM_THREADS` threads
 (`oom/workers.py`), made at startup and closed at cleanup, after every daemon has stopped:
 counting a batch (status first, then the RayCluster's Events) in its urgent lane, the Events on
 pods and those held back by the rate limit in its later lane.
@@ -22,6 +22,7 @@ from rayguard_node.contract.reports import Report
 
 from rayguard_operator import names
 from rayguard_operator.errors import KubeApiError
+from rayguard_operator.kube import caller
 from rayguard_operator.oom.stream import BLOCK_MS, RedisTarget, follow, redis_target
 from rayguard_operator.oom.workers import LATER, OomWorkers
 from rayguard_operator.settings import OperatorSettings
@@ -64,7 +65,14 @@ async def follow_oom_reports(namespace: str, name: str, body: kopf.Body, stopped
         metrics.watch_held_back(namespace, name, lambda: tracker.aggregator.pending_for(name))
     last_id = str(((body.get("status") or {}).get("oom") or {}).get("lastReportId") or START_OF_STREAM)
 
+    uid = str(body.get("metadata", {}).get("uid", ""))
+
     async def target() -> RedisTarget | None:
+        cache = getattr(memo, "cache", None)
+        if cache is not None:  # until the syncer has made (or seen) both, there is nothing to read
+            known = cache.known(namespace, name, uid)
+            if not known.secret or known.service is None:
+                return None
         service = await workers.run(api.get_service, namespace, names.head_service_name(name))
         secret = await workers.run(api.get_secret, namespace, names.secret_name(name))
         return redis_target(service, secret, namespace)
@@ -89,12 +97,14 @@ async def follow_oom_reports(namespace: str, name: str, body: kopf.Body, stopped
             await workers.run(tracker.flush_events, name, lane=LATER)
 
     log.info("RayCluster %s/%s: following OOM reports after %s", namespace, name, last_id)
-    try:
-        await follow(target, last_id, handle, stopped.is_set, f"RayCluster {namespace}/{name}",
-                     after_read=flush_events)
-    finally:
-        # Stopping (the operator exits, or the cluster is gone), even when cancelled while
-        # waiting out a backoff: Events held back by the rate limit would be lost with this
-        # process (status.oom already has them).
-        if tracker.aggregator.pending_for(name):
-            await workers.run(tracker.flush_events, name, True)
+    with caller.calling_as(caller.OOM):  # this task's API calls (workers.run copies the context)
+        try:
+            await follow(target, last_id, handle, stopped.is_set, f"RayCluster {namespace}/{name}",
+                         after_read=flush_events)
+        finally:
+            # Stopping (the operator exits, or the cluster is gone), even when cancelled while
+            # waiting out a backoff: Events held back by the rate limit would be lost with this
+            # process (status.oom already has them).
+            if tracker.aggregator.pending_for(name):
+                await workers.run(tracker.flush_events, name, True)
+            tracker.forget(namespace, name)

@@ -53,8 +53,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
             log.info("rayguard operator: metrics on :%d/metrics", port)
         except OSError as error:  # reconciling matters more than being scraped
             log.error("rayguard operator: no metrics, port %d: %s", port, error)
-    memo.oom_tracker = OomTracker(api, EventAggregator(api), metrics=memo.metrics)
     memo.cache = cache.ClusterCache() if cache.ENABLED else None
+    memo.oom_tracker = OomTracker(api, EventAggregator(api), metrics=memo.metrics, cache=memo.cache)
     memo.syncer = Syncer(api, SETTINGS, count_ooms=fresh_oom_counter(api, memo.oom_tracker), cache=memo.cache,
                          metrics=memo.metrics)
     syncer = memo.syncer

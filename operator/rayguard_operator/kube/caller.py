@@ -3,8 +3,8 @@
 `KubeApi` adds `rayguard-operator` to the client's User-Agent, and inside `calling_as(part)`
 `rayguard-operator/<part>`.
 Reconcile passes run as `reconcile` (triggered by an event; they read the cache) or `resync`
-(the timer's full read of the API), so that an API server's audit log, the benchmarks and the
-tests can tell those reads from each other and from the OOM report follower's.
+(the timer's full read of the API), and the OOM report followers as `oom`, so that an API
+server's audit log, the benchmarks and the tests can tell those reads from each other.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from typing import Iterator
 
 USER_AGENT = "rayguard-operator"
-RECONCILE, RESYNC = "reconcile", "resync"
+RECONCILE, RESYNC, OOM = "reconcile", "resync", "oom"
 
 _part: ContextVar[str] = ContextVar("rayguard_operator_caller", default="")
 

@@ -4,6 +4,11 @@ One async follower per RayCluster (a kopf daemon), so a slow or dead head never 
 another cluster. It resumes from `status.oom.lastReportId`: the id is written in the
 same status patch as the counters, so an operator restart neither loses nor repeats a
 report. While the head is down it reconnects with backoff, saying so once per outage.
+
+Where the head Redis is (the head Service and the Secret's password) is read once and kept
+across reconnects: a head that restarts keeps its Service and its password. It is read again
+when Redis refuses the password, and at most every `TARGET_TTL_S` while the head stays
+unreachable (a Service made again has a new clusterIP).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from rayguard_node.errors import MalformedReport
 from rayguard_node.contract.reports import STREAM_KEY, Report
@@ -28,6 +35,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 BLOCK_MS = 2000
 MAX_BACKOFF_S = 30.0
+TARGET_TTL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,12 @@ async def _sleep_unless(stopped: Callable[[], bool], seconds: float) -> None:
         await asyncio.sleep(min(0.25, deadline - loop.time()))
 
 
+def _refused_password(error: BaseException) -> bool:
+    if isinstance(error, AuthenticationError):
+        return True
+    return isinstance(error, ResponseError) and str(error).split(" ", 1)[0] in {"WRONGPASS", "NOAUTH"}
+
+
 async def follow(
     target: Callable[[], Awaitable[RedisTarget | None]],
     last_id: str,
@@ -81,25 +95,34 @@ async def follow(
     stopped: Callable[[], bool],
     label: str,
     after_read: Callable[[], Awaitable[None]] | None = None,
+    first_backoff_s: float = 1.0,
+    target_ttl_s: float = TARGET_TTL_S,
 ) -> None:
     """Read reports after `last_id` until `stopped()`; `handle(entries, last_id)` persists
     them and returns True, after which reading moves on. `after_read` runs after every
     read, reports or not (at least every BLOCK_MS)."""
-    backoff, down_since_logged = 1.0, False
+    backoff, down_since_logged = first_backoff_s, False
     client: aioredis.Redis | None = None
+    where: RedisTarget | None = None
+    loop = asyncio.get_running_loop()
+    where_read_at = loop.time()
     while not stopped():
         try:
             if client is None:
-                where = await target()
+                if where is None or loop.time() - where_read_at > target_ttl_s:
+                    where, where_read_at = await target(), loop.time()
                 if where is None:
                     raise ConnectionError("the head Service or Secret does not exist yet")
+                # One immediate retry (a pooled connection the server dropped), not redis-py's
+                # own backoff: this loop's backoff is the one that says the head is down.
                 client = aioredis.Redis(host=where.host, port=where.port, password=where.password,
-                                        socket_connect_timeout=2, socket_timeout=BLOCK_MS / 1000 + 3)
+                                        socket_connect_timeout=2, socket_timeout=BLOCK_MS / 1000 + 3,
+                                        retry=Retry(NoBackoff(), 1))
             raw = await client.xread({STREAM_KEY: last_id}, count=BATCH, block=BLOCK_MS)
             if down_since_logged:
                 log.info("%s: head Redis reachable again; reading reports after %s", label, last_id)
                 down_since_logged = False
-            backoff = 1.0
+            backoff = first_backoff_s
             for _stream, stream_entries in raw or []:
                 entries, newest = decode_entries(stream_entries)
                 if newest is not None and await handle(entries, newest):
@@ -107,6 +130,8 @@ async def follow(
             if after_read is not None:
                 await after_read()  # e.g. Events held back by the rate limit
         except (RedisError, OSError, ConnectionError) as error:
+            if _refused_password(error):
+                where = None  # the Secret may have changed: read it again
             if not down_since_logged:
                 log.info("%s: head Redis not reachable (%s); retrying with backoff", label, error)
                 down_since_logged = True

@@ -4,6 +4,12 @@ Two sources write `status.oom`: the pod-status check (run by reconcile and befor
 Failed pod is replaced) and the report-stream daemon. A lock per cluster makes each
 read-modify-write whole. Status is written before Events: if the operator dies between
 the two, the counters are still exact and only an Event is missing.
+
+Both sources are this tracker, so what it last wrote is what `status.oom` holds. With the
+watches' cache it reads nothing on the way: the RayCluster (for its uid and for the Events'
+`involvedObject`) and the reports' pods come from the cache, and `status.oom` from its own last
+write, for as long as the cached RayCluster has the uid it wrote to. Otherwise (the first write
+after a start, a cluster not delivered yet, a write that failed) it reads the API as before.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from rayguard_operator.oom.events import EventAggregator
 from rayguard_operator.oom.messages import (CONTAINER_OOM_KIND, REASON_BY_KIND, AggregationKey, container_message,
                            report_key, report_message)
 from rayguard_operator.oom.counts import ContainerOom, OomCount, counted_annotation_patch, tally, uncounted
+from rayguard_operator.reconcile.cache import ClusterCache
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +49,45 @@ def _pod_limit_bytes(pod: Mapping[str, Any], container: str) -> int | None:
 
 class OomTracker:
     def __init__(self, api: TrackerApi, aggregator: EventAggregator,
-                 metrics: OperatorMetrics | None = None) -> None:
+                 metrics: OperatorMetrics | None = None, cache: ClusterCache | None = None) -> None:
         self.api = api
         self.aggregator = aggregator
         self.metrics = metrics
+        self.cache = cache
         self.locks = ClusterLocks()
+        # (namespace, name) -> (uid, status.oom as this tracker last wrote it); under the locks
+        self._written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
     def _add_counts(self, namespace: str, name: str, counts: list[OomCount]) -> dict[str, Any] | None:
-        cluster = self.api.get_cluster(namespace, name)
-        if cluster is None:
-            return None
-        oom = tally((cluster.get("status") or {}).get("oom"), counts)
+        key = (namespace, name)
+        cluster = self.cache.cluster(namespace, name) if self.cache is not None else None
+        written = self._written.get(key)
+        if cluster is not None and written is not None and written[0] == cluster["metadata"].get("uid"):
+            current = written[1]
+        else:
+            cluster = self.api.get_cluster(namespace, name)
+            if cluster is None:
+                self._written.pop(key, None)
+                return None
+            current = (cluster.get("status") or {}).get("oom")
+        oom = tally(current, counts)
+        self._written.pop(key, None)  # a write that fails may still have landed: read it next time
         self.api.patch_cluster_status(namespace, name, {"oom": oom})
+        self._written[key] = (str(cluster["metadata"].get("uid", "")), oom)
         return cluster
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The cluster's follower has stopped: drop what was kept for it. (A count still running
+        may keep it again; what it keeps is still what status.oom holds.)"""
+        self._written.pop((namespace, name), None)
+
+    def _pod(self, namespace: str, cluster: str, name: str) -> Mapping[str, Any] | None:
+        """A report's pod: from the watches' cache, else from the API."""
+        if self.cache is not None:
+            pod = self.cache.pod(namespace, cluster, name)
+            if pod is not None:
+                return pod
+        return self.api.get_pod(namespace, name)
 
     # -- containers Kubernetes OOMKilled ---------------------------------------------
     def count_pod_ooms(self, namespace: str, name: str, pods: Iterable[Mapping[str, Any]]) -> int:
@@ -126,7 +159,7 @@ class OomTracker:
                 pod_name = report.identity.pod
                 if pod_name and pod_name not in pods:
                     try:
-                        pods[pod_name] = self.api.get_pod(namespace, pod_name)
+                        pods[pod_name] = self._pod(namespace, name, pod_name)
                     except Exception as error:  # noqa: BLE001
                         log.warning("no Event on pod %s this time: %s", pod_name, error)
                         pods[pod_name] = None

@@ -7,11 +7,12 @@ They run here, on one pool the followers share and nothing else uses, sized by
 counted and posted N at a time. asyncio's default pool, min(32, CPUs + 4) threads, made 50
 clusters' reports queue behind each other (6 threads on 2 CPUs; bench/oom_events.py).
 
-Calls come in two lanes. A free thread takes an `urgent` call first (counting reports, which
-posts the RayCluster's Events), and a `later` one (the Events on pods, Events held back by the
-rate limit) only when no urgent call waits: when reports reach many clusters at once, every
-cluster's Event comes before the pods' Events, whether the calls are bound by the API server's
-latency (many threads help) or by the operator's CPU (they do not).
+Calls come in two lanes. `urgent` calls (counting reports, which posts the RayCluster's Events)
+take any free thread. `later` calls (the Events on pods, Events held back by the rate limit)
+start only while no urgent call runs or waits. So when reports reach many clusters at once,
+every cluster is counted and gets its Event before any pod's Event goes out: the threads and
+the API server's time go to the RayClusters first. Nothing starves: a follower waits for its
+later call before it reads again, so urgent calls stop coming once every follower waits.
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ class OomWorkers:
         # A call holds one of `threads` slots while it runs, so the pool never queues: which
         # call runs next is decided here, by lane.
         self._free = threads
+        self._running = [0, 0]  # by lane
         self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
         self._closed = False
 
     async def run(self, fn: Callable[..., T], *args: object, lane: int = URGENT) -> T:
         """`fn(*args)` on one of the pool's threads, as `asyncio.to_thread` would run it on the
-        default pool (the caller's context variables go along), once a thread is free for
-        `lane`."""
+        default pool (the caller's context variables go along), once its lane may start."""
         await self._acquire(lane)
         try:
             if self._closed:
@@ -55,36 +56,53 @@ class OomWorkers:
             call = functools.partial(context.run, fn, *args)
             return await asyncio.get_running_loop().run_in_executor(self._pool, call)
         finally:
-            self._release()
+            self._finish(lane)
 
     @property
     def waiting(self) -> tuple[int, int]:
-        """Calls waiting for a thread: (urgent, later)."""
+        """Calls waiting to start: (urgent, later)."""
         return len(self._waiting[URGENT]), len(self._waiting[LATER])
 
+    @property
+    def running(self) -> tuple[int, int]:
+        """Calls running: (urgent, later)."""
+        return self._running[URGENT], self._running[LATER]
+
+    def _next_lane(self) -> int | None:
+        if not self._free:
+            return None
+        if self._waiting[URGENT]:
+            return URGENT
+        if self._waiting[LATER] and not self._running[URGENT]:
+            return LATER
+        return None
+
     async def _acquire(self, lane: int) -> None:
-        if self._free:  # a free slot means nobody waits: `_release` hands slots to waiters
-            self._free -= 1
-            return
         turn = asyncio.get_running_loop().create_future()
         self._waiting[lane].append(turn)
+        self._dispatch()
         try:
-            await turn
+            await turn  # done: `_dispatch` has started this call (counted it as running)
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
-                self._release()  # the slot was handed over just as the caller gave up
+                self._finish(lane)  # started just as the caller gave up
             elif turn in self._waiting[lane]:
                 self._waiting[lane].remove(turn)
             raise
 
-    def _release(self) -> None:
-        for lane in self._waiting:
-            while lane:
-                turn = lane.popleft()
-                if not turn.done():
-                    turn.set_result(None)
-                    return
+    def _dispatch(self) -> None:
+        while (lane := self._next_lane()) is not None:
+            turn = self._waiting[lane].popleft()
+            if turn.done():  # its caller was cancelled
+                continue
+            self._free -= 1
+            self._running[lane] += 1
+            turn.set_result(None)
+
+    def _finish(self, lane: int) -> None:
         self._free += 1
+        self._running[lane] -= 1
+        self._dispatch()
 
     def close(self) -> None:
         """Wait for the calls running now (a status write is not cut off halfway); a call not

@@ -172,6 +172,11 @@ class ClusterCache:
             return overlay(cached, {n: p for n, (p, _) in record.created.items()},
                            {n: when for n, (when, _) in record.deleted.items()})
 
+    def pod(self, namespace: str, cluster: str, name: str) -> Pod | None:
+        """One of the cluster's pods as the watch delivered it (slim); None if not delivered."""
+        with self._lock:
+            return self._pods.get((namespace, cluster), {}).get(name)
+
     def pod_names(self, namespace: str, cluster: str) -> frozenset[str]:
         with self._lock:
             return frozenset(self._pods.get((namespace, cluster), {}))

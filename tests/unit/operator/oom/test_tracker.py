@@ -12,6 +12,8 @@ from rayguard_node.contract.reports import GUARD_KILL, Identity, NodeUsage, Repo
 from rayguard_operator.errors import KubeApiError
 from rayguard_operator.oom.events import EventAggregator
 from rayguard_operator.oom.tracker import OomTracker
+from rayguard_operator.names import LABEL_CLUSTER
+from rayguard_operator.reconcile.cache import ClusterCache
 
 NS = "default"
 GiB = 1024**3
@@ -95,3 +97,69 @@ def test_a_cluster_that_is_gone_counts_nothing() -> None:
     tracker = OomTracker(api, EventAggregator(api))
     assert tracker.count_reports(NS, "demo", [("1-0", report("demo-worker-a", "ray::one"))]) is False
     assert api.calls == [("get_cluster", "demo")]
+
+
+def cached(api: FakeApi, *pods: str) -> ClusterCache:
+    cache = ClusterCache()
+    cache.put_cluster(api.cluster)
+    for pod in pods:
+        cache.put_pod({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": pod, "namespace": NS, "uid": f"u-{pod}",
+                                    "labels": {LABEL_CLUSTER: "demo"}},
+                       "spec": {"containers": [{"name": "ray"}]}})
+    return cache
+
+
+def test_with_the_cache_only_the_first_count_reads_the_cluster_and_no_pod_is_read() -> None:
+    api = FakeApi()
+    tracker = OomTracker(api, EventAggregator(api), cache=cached(api, "demo-worker-a"))
+    first = [("1-0", report("demo-worker-a", "ray::one"))]
+    assert tracker.count_reports(NS, "demo", first)
+    tracker.post_pod_events(NS, "demo", first)
+    assert api.calls == [("get_cluster", "demo"), ("patch_status", "demo"),
+                         ("create_event", "RayCluster"), ("create_event", "Pod")]
+    del api.calls[:]
+    second = [("2-0", report("demo-worker-a", "ray::two")), ("3-0", report("demo-worker-b", "ray::three"))]
+    assert tracker.count_reports(NS, "demo", second)
+    tracker.post_pod_events(NS, "demo", second)
+    # the status from its own last write; demo-worker-b is not in the cache yet: read
+    assert api.calls == [("patch_status", "demo"), ("create_event", "RayCluster"), ("create_event", "RayCluster"),
+                         ("get_pod", "demo-worker-b"), ("create_event", "Pod"), ("create_event", "Pod")]
+    oom = api.cluster["status"]["oom"]
+    assert (oom["total"], oom["lastReportId"]) == (3, "3-0")
+
+
+def test_a_new_cluster_of_the_same_name_or_a_failed_write_reads_the_status_again() -> None:
+    api = FakeApi()
+    cache = cached(api)
+    tracker = OomTracker(api, EventAggregator(api), cache=cache)
+    assert tracker.count_reports(NS, "demo", [("1-0", report("demo-worker-a", "ray::one"))])
+    # deleted and made again: a new uid, a fresh status
+    api.cluster = {**api.cluster, "metadata": {**api.cluster["metadata"], "uid": "u-demo-2"}, "status": {}}
+    cache.put_cluster(api.cluster)
+    del api.calls[:]
+    assert tracker.count_reports(NS, "demo", [("2-0", report("demo-worker-a", "ray::two"))])
+    assert api.calls[:2] == [("get_cluster", "demo"), ("patch_status", "demo")]
+    assert api.cluster["status"]["oom"]["total"] == 1
+
+    def failing(namespace: str, name: str, patch: dict[str, Any]) -> None:
+        api.calls.append(("patch_status", name))
+        raise KubeApiError("patch", "RayCluster default/demo", 500, "Internal Server Error")
+
+    real_patch, api.patch_cluster_status = api.patch_cluster_status, failing  # type: ignore[method-assign]
+    try:
+        tracker.count_reports(NS, "demo", [("3-0", report("demo-worker-a", "ray::three"))])
+    except KubeApiError:
+        pass
+    else:
+        raise AssertionError("the failed status write must reach the follower, which reads the batch again")
+    api.patch_cluster_status = real_patch  # type: ignore[method-assign]
+    del api.calls[:]
+    assert tracker.count_reports(NS, "demo", [("3-0", report("demo-worker-a", "ray::three"))])
+    assert api.calls[:2] == [("get_cluster", "demo"), ("patch_status", "demo")]
+    assert api.cluster["status"]["oom"]["total"] == 2
+
+    tracker.forget(NS, "demo")  # its follower stopped: the next count reads again
+    del api.calls[:]
+    assert tracker.count_reports(NS, "demo", [("4-0", report("demo-worker-a", "ray::four"))])
+    assert api.calls[0] == ("get_cluster", "demo") and api.cluster["status"]["oom"]["total"] == 3

@@ -137,6 +137,33 @@ def test_urgent_calls_take_a_free_thread_before_later_ones() -> None:
     assert set(order[:2]) == {"urgent 1", "urgent 2"} and set(order[2:]) == {"later 1", "later 2"}, order
 
 
+def test_later_calls_wait_while_an_urgent_call_runs_even_with_threads_free() -> None:
+    async def main() -> list[str]:
+        workers = OomWorkers(4)
+        release = threading.Event()
+        order: list[str] = []
+
+        def urgent() -> None:
+            release.wait(10)
+            order.append("urgent")
+
+        try:
+            first = asyncio.ensure_future(workers.run(urgent))
+            later = [asyncio.ensure_future(workers.run(order.append, f"later {i}", lane=LATER)) for i in range(3)]
+            for _ in range(20):  # the loop runs every task as far as it goes: the later ones wait
+                await asyncio.sleep(0)
+            assert (workers.running, workers.waiting) == ((1, 0), (0, 3))
+            release.set()
+            await asyncio.gather(first, *later)
+            assert workers.running == (0, 0) and workers.waiting == (0, 0)
+            return order
+        finally:
+            workers.close()
+
+    order = asyncio.run(main())
+    assert order[0] == "urgent" and sorted(order[1:]) == ["later 0", "later 1", "later 2"], order
+
+
 def test_a_caller_cancelled_while_waiting_leaves_its_turn() -> None:
     async def main() -> tuple[int, int]:
         workers = OomWorkers(1)
