@@ -28,6 +28,8 @@ HEAD_GROUP = "head"
 
 # Annotations.
 ANNOTATION_TEMPLATE_HASH = f"{GROUP}/template-hash"
+# Digests of the template's parts (manifests/parts.py): what changed when a pod is outdated.
+ANNOTATION_TEMPLATE_PARTS = f"{GROUP}/template-parts"
 # Keys under this prefix belong to rayguard; a template overlay may not set them.
 RESERVED_PREFIX = f"{GROUP}/"
 # kopf's own bookkeeping (finalizer, progress, last-handled configuration).

@@ -77,6 +77,11 @@ RAY_START_PARAMS = Setting(
     "ray_start_params",
     'JSON object of extra `ray start` flags: `{"dashboard-port": 8265}` → `--dashboard-port=8265`;'
     " booleans become `true`/`false`, `null` a bare flag", "`{}`")
+NUM_GPUS = Setting("num_gpus", "Ray `--num-gpus`: the GPUs Ray schedules on this node",
+                   "0 on the head; on workers Ray counts the GPUs it sees (the operator sets the"
+                   " pod's `nvidia.com/gpu` or `amd.com/gpu` limit)")
+RAY_RESOURCES = Setting("ray_resources", 'Ray `--resources`: custom resources, a JSON object of name → whole'
+                        ' count (`{"TPU": 4}`); merged with a `resources` in the start params', "`{}`")
 QUOTA_ENFORCEMENT = Setting("quota_enforcement",
                             "actors over their `memory=` quota: `Kill`, `Warn` (report only) or `Off`",
                             "Kill")
@@ -102,8 +107,8 @@ BUDGET = (LIMIT_BYTES, NUM_CPUS, OBJECT_STORE_BYTES, OBJECT_STORE_FRACTION, OBJE
           REDIS_FRACTION, REDIS_MAX_BYTES, HEAP_FRACTION, USAGE_THRESHOLD, MONITOR_REFRESH_MS,
           GUARD_REFRESH_MS, GUARD_MIN_REFRESH_MS, GUARD_THRESHOLD, SHM_BYTES)
 RUN = (HEAD_ADDRESS, RAY_AUTH_TOKEN_FILE, REDIS_URL, REDIS_PORT, REDIS_PASSWORD_FILE, HEALTH_PORT,
-       RAY_TEMP_DIR, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, GRACE_SECONDS, RAY_START_PARAMS,
-       FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS, FLUSH_NUM_ENTRIES_EACH_TIME,
+       RAY_TEMP_DIR, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, GRACE_SECONDS, RAY_START_PARAMS, NUM_GPUS,
+       RAY_RESOURCES, FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS, FLUSH_NUM_ENTRIES_EACH_TIME,
        QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS, DASHBOARD_PORT, PROFILE, PROFILE_MATCH,
        PROFILE_MAX_BYTES)
 SETTINGS = (ROLE,) + RUN + BUDGET
@@ -121,8 +126,11 @@ OPERATOR_SET = (ROLE, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, LIMIT_BYTES, HEAD
                 NUM_CPUS, OBJECT_STORE_BYTES, OBJECT_STORE_FRACTION, OBJECT_STORE_MAX_BYTES,
                 REDIS_FRACTION, REDIS_MAX_BYTES, FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS,
                 FLUSH_NUM_ENTRIES_EACH_TIME, HEAP_FRACTION, USAGE_THRESHOLD, MONITOR_REFRESH_MS,
-                GRACE_SECONDS, RAY_START_PARAMS, QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS,
+                GRACE_SECONDS, RAY_START_PARAMS, NUM_GPUS, RAY_RESOURCES, QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS,
                 PROFILE, PROFILE_MATCH, PROFILE_MAX_BYTES)
+# Set only where there is something to say: NUM_GPUS unless a worker has no GPU limit (Ray counts),
+# RAY_RESOURCES when the group has custom resources.
+ACCELERATOR_SETTINGS = (NUM_GPUS, RAY_RESOURCES)
 # Set only in the pods of a group that profiles (a cluster without profiling keeps its pods).
 PROFILE_SETTINGS = (PROFILE, PROFILE_MATCH, PROFILE_MAX_BYTES)
 POD_ENV = frozenset(s.env for s in OPERATOR_SET) | PASSED_THROUGH

@@ -14,6 +14,7 @@ from rayguard_node.sizing.plan import HEAD, WORKER
 from rayguard_node.contract.ray_flags import (OWNED_FLAGS, flag_field, flag_key_problems, normalize_flag,
                                               shown_value)
 from rayguard_node.contract.reports import KILL, Identity
+from rayguard_node.contract.accelerators import parse_resources_json
 from rayguard_node.guard.quota import QuotaSettings
 from rayguard_node.profiling.index import DEFAULT_MAX_BYTES, MIN_MAX_BYTES, ProfileSettings
 
@@ -40,7 +41,9 @@ class RunConfig:
     ray_temp_dir: Path | None = None
     identity: Identity = Identity()
     grace_seconds: float = DEFAULT_GRACE_SECONDS
-    ray_start_params: Mapping[str, object] = field(default_factory=dict)
+    ray_start_params: Mapping[str, object] = field(default_factory=dict)  # without num-gpus, resources
+    num_gpus: int | None = None  # None: Ray counts the GPUs it sees
+    ray_resources: Mapping[str, int] = field(default_factory=dict)
     flush_policy: Mapping[str, float] = field(default_factory=dict)
     quota: QuotaSettings = QuotaSettings()
     dashboard_port: int = DEFAULT_DASHBOARD_PORT
@@ -90,6 +93,7 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
     if redis_url is not None:
         check_redis_url(redis_url, "--redis-url / RAYGUARD_REDIS_URL")
     params = ray_start_params(dict(values.get("ray_start_params") or {}))  # type: ignore[call-overload]
+    num_gpus, ray_resources = accelerators(str(role), values, params)
 
     for key in FLUSH_KEYS:
         value = values.get(key)
@@ -131,6 +135,8 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
                           role=str(role)),
         grace_seconds=grace,
         ray_start_params=params,
+        num_gpus=num_gpus,
+        ray_resources=ray_resources,
         flush_policy={k: values[k] for k in FLUSH_KEYS if k in values},  # type: ignore[misc]
         quota=quota,
         dashboard_port=int(values.get("dashboard_port", DEFAULT_DASHBOARD_PORT)),  # type: ignore[call-overload]
@@ -162,6 +168,39 @@ def ray_start_params(given: Mapping[object, object]) -> dict[str, object]:
     if port is not None and not (re.fullmatch(r"[0-9]{1,5}", str(port)) and 0 < int(str(port)) < 65536):
         raise InvalidSetting(f"{PARAMS_FIELD}.port", port, "not a TCP port")
     return params
+
+
+def accelerators(role: str, values: Mapping[str, object], params: dict[str, object]
+                 ) -> tuple[int | None, dict[str, int]]:
+    """`--num-gpus` and `--resources` for Ray: the settings, with what rayStartParams says of them
+    taken out of `params` (each flag is given once). rayStartParams may repeat a setting, not
+    contradict it; the head gets `--num-gpus=0` unless told (it takes no tasks by default)."""
+    num_gpus = values.get("num_gpus")
+    if num_gpus is not None and int(num_gpus) < 0:  # type: ignore[call-overload]
+        raise InvalidSetting("--num-gpus / RAYGUARD_NUM_GPUS", num_gpus, "must not be negative")
+    resources = dict(values.get("ray_resources") or {})  # type: ignore[call-overload]
+    if "num-gpus" in params:
+        given = params.pop("num-gpus")
+        if isinstance(given, bool) or not re.fullmatch(r"[0-9]{1,10}", str(given)):
+            raise InvalidSetting(f"{PARAMS_FIELD}.num-gpus", given, "expected a whole number of GPUs")
+        if num_gpus is not None and int(str(given)) != num_gpus:
+            raise InvalidSetting(f"{PARAMS_FIELD}.num-gpus", given,
+                                 f"contradicts --num-gpus / RAYGUARD_NUM_GPUS ({num_gpus}); give it once")
+        num_gpus = int(str(given))
+    if "resources" in params:
+        given = params.pop("resources")
+        extra, why = parse_resources_json(given) if isinstance(given, str) else (None, "expected a JSON object in a string")
+        if extra is None:
+            raise InvalidSetting(f"{PARAMS_FIELD}.resources", given, why)
+        for name in sorted(extra):
+            if name in resources and resources[name] != extra[name]:
+                raise InvalidSetting(f"{PARAMS_FIELD}.resources", given,
+                                     f"{name}: {extra[name]} contradicts --ray-resources / RAYGUARD_RAY_RESOURCES"
+                                     f" ({resources[name]}); give it once")
+        resources.update(extra)
+    if num_gpus is None and role == HEAD:
+        num_gpus = 0
+    return num_gpus, resources  # type: ignore[return-value]
 
 
 def redact_url(url: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from rayguard_node.contract import settings as contract
+from rayguard_node.contract.accelerators import parse_resources_json
 from rayguard_node.contract.ray_flags import secret_looking
 from rayguard_node.contract.settings import Setting
 from rayguard_node.contract.reports import ENFORCEMENTS
@@ -67,6 +68,13 @@ def _json_object(value: str, field: str) -> dict[str, object]:
     if not isinstance(parsed, dict):
         raise InvalidSetting(field, shown, 'expected a JSON object such as {"dashboard-port": 8265}')
     return parsed
+
+
+def _ray_resources(value: str, field: str) -> dict[str, int]:
+    resources, why = parse_resources_json(value)
+    if resources is None:
+        raise InvalidSetting(field, value, why)
+    return resources
 
 
 def _enforcement(value: str, field: str) -> str:
@@ -134,7 +142,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "head_address": _text, "ray_auth_token_file": _text, "redis_url": _text, "redis_port": _int,
     "redis_password_file": _text, "health_port": _int, "ray_temp_dir": _text, "cluster": _text,
     "group": _text, "pod_name": _text, "pod_namespace": _text, "grace_seconds": _float,
-    "ray_start_params": _json_object, "flush_when_at_least_bytes": parse_bytes,
+    "ray_start_params": _json_object, "num_gpus": _int, "ray_resources": _ray_resources, "flush_when_at_least_bytes": parse_bytes,
     "flush_period_secs": _float, "flush_num_entries_each_time": _int,
     "quota_enforcement": _enforcement, "quota_tolerance": _float, "quota_grace_seconds": _float,
     "dashboard_port": _int, "profile": _bool, "profile_match": _globs, "profile_max_bytes": parse_bytes,

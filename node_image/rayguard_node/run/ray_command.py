@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from rayguard_node.contract.accelerators import resources_json
 from rayguard_node.contract.ray_flags import normalize_flag, secret_looking
 from rayguard_node.contract.settings import REDIS_URL
 from rayguard_node.run.config import RunConfig, redact_url
@@ -45,8 +46,18 @@ def ray_start_argv(config: RunConfig, plan: MemoryPlan, ray_executable: str = "r
     if config.ray_temp_dir is not None:
         argv.append(f"--temp-dir={config.ray_temp_dir}")
     argv += plan.ray_start_args
+    argv += accelerator_args(config)
     argv += render_params(params)
     return argv
+
+
+def accelerator_args(config: RunConfig) -> list[str]:
+    """`--num-gpus` (none: Ray counts the GPUs it sees) and `--resources`, as Ray 2.60 takes
+    them: a whole number, and one JSON object (TPU chips are its `TPU` key)."""
+    args = [] if config.num_gpus is None else [f"--num-gpus={config.num_gpus}"]
+    if config.ray_resources:
+        args.append(f"--resources={resources_json(config.ray_resources)}")
+    return args
 
 
 def ray_environment(plan: MemoryPlan, token_path: Path,

@@ -16,6 +16,7 @@ CREATED = "Created"
 DELETED = "Deleted"
 UPDATED = "Updated"
 RECONCILE_FAILED = "ReconcileFailed"
+HEAD_OUTDATED = "HeadOutdated"  # the head runs an old template and the upgrade strategy keeps it
 OOM_KILLED = "OOMKilled"
 MEMORY_MONITOR_KILL = "MemoryMonitorKill"
 KERNEL_OOM_KILL = "KernelOOMKill"

@@ -2,7 +2,9 @@
 
 A pod is built in two halves. The template (labels, annotations, spec, with the group's
 overlay merged in) is hashed into the `rayguard.dev/template-hash` annotation: any change to
-it, and only such a change, makes the reconciler replace the group's pods. The identity
+it, and only such a change, makes the pod outdated (the cluster's upgradeStrategy says whether
+the reconciler replaces it); `rayguard.dev/template-parts` records which parts it had
+(`parts.py`), to say what changed when an outdated pod stays. The identity
 (name, namespace, owner reference) is added afterwards and is not hashed.
 """
 
@@ -14,8 +16,10 @@ import json
 from typing import Any
 
 from rayguard_node.contract import settings as S
+from rayguard_node.contract.accelerators import resources_json
 
 from rayguard_operator import names
+from rayguard_operator.manifests.parts import format_parts, template_parts
 from rayguard_operator.spec.model import ClusterModel, NodeGroup
 # The restricted securityContexts live with the overlay rules, which keep them in every pod.
 from rayguard_operator.spec.overlay import container_security, merge_overlay, pod_security_context
@@ -73,6 +77,10 @@ def build_env(cluster: ClusterModel, group: NodeGroup) -> list[dict[str, Any]]:
     cpus = num_cpus_env(group)
     if cpus is not None:
         env.append(_value(S.NUM_CPUS.env, cpus))
+    if group.num_gpus is not None:  # None: a worker without a GPU limit, where Ray counts them
+        env.append(_value(S.NUM_GPUS.env, group.num_gpus))
+    if group.ray_resources:
+        env.append(_value(S.RAY_RESOURCES.env, resources_json(group.ray_resources)))
     # The exact object store: /dev/shm is sized to the same number, so the runtime fits it.
     env += [
         _value(S.OBJECT_STORE_BYTES.env, plan.object_store_bytes),
@@ -102,6 +110,20 @@ def build_env(cluster: ClusterModel, group: NodeGroup) -> list[dict[str, Any]]:
     return env
 
 
+# The container's command: `rayguard-node run`, unless the image lacks it. A group's own image
+# (a CUDA base, say) that does not contain the runtime would otherwise fail with the runtime's
+# "executable file not found" and crash-loop with nothing in its log; this says what is wrong in
+# one line (the termination message too). The image and role are arguments, never shell text.
+RUNTIME_CHECK = (
+    'command -v rayguard-node >/dev/null 2>&1 || { echo "rayguard: image $1 lacks the rayguard runtime'
+    ' (no rayguard-node on its PATH); a group image must contain it: build it from node_image/Dockerfile'
+    ' with --build-arg BASE_IMAGE=<your image>" >&2; exit 127; }; exec rayguard-node run --role "$2"')
+
+
+def runtime_command(image: str, role: str) -> list[str]:
+    return ["sh", "-c", RUNTIME_CHECK, "rayguard", image, role]
+
+
 def _probe(path: str, **timing: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": names.PORT_HEALTH[0]}, "timeoutSeconds": 5, **timing}
 
@@ -113,8 +135,9 @@ def build_container(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
         resources["requests"] = dict(group.resources.requests)
     return {
         "name": names.CONTAINER,
-        "image": cluster.image,
-        "command": ["rayguard-node", "run", "--role", group.role],
+        "image": cluster.image_of(group),
+        "command": runtime_command(cluster.image_of(group), group.role),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": build_env(cluster, group),
         "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports],
         "resources": resources,
@@ -157,8 +180,15 @@ def _base_template(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
 def pod_template(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
     """Labels, annotations and spec of the group's pods, the overlay merged, hash stamped."""
     template = merge_overlay(_base_template(cluster, group), dict(group.template), container_security())
+    for container in template["spec"]["containers"]:  # the command names the image the overlay chose
+        if container["name"] == names.CONTAINER:
+            container["command"] = runtime_command(container["image"], group.role)
     digest = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    template["metadata"]["annotations"][names.ANNOTATION_TEMPLATE_HASH] = digest[:16]
+    annotations = template["metadata"]["annotations"]
+    # Both stamped after hashing: neither is part of the hash (adding the parts replaced no pod).
+    parts = format_parts(template_parts(template))
+    annotations[names.ANNOTATION_TEMPLATE_HASH] = digest[:16]
+    annotations[names.ANNOTATION_TEMPLATE_PARTS] = parts
     return template
 
 

@@ -14,9 +14,14 @@ The steps, in order:
    own events queue it at once). A pod's manifest is built only for a create of this batch,
    from its group's template, built once per pass, so what a pass builds and writes does not
    grow with the replica count (what it reads, the cluster's pods, still does);
-6. a rollout step replaces ONE pod whose template hash is out of date, workers before the
-   head. It waits while an earlier replacement is not ready yet, unless the pod to replace is
-   not ready itself (replacing it loses nothing, and a broken rollout can be fixed forward).
+6. pods whose template hash is out of date, by spec.upgradeStrategy (`rollout.py`):
+   - RollingUpdate: a rollout step replaces ONE such pod, workers before the head, and the
+     head only when `rollout.head_replaceable` (GCS fault tolerance, or a head that never
+     started); status.py says HeadOutdated otherwise. It waits while an earlier replacement
+     is not ready yet, unless the pod to replace is not ready itself (replacing it loses
+     nothing, and a broken rollout can be fixed forward);
+   - Recreate: every outdated pod is deleted before step 5, which creates its replacement;
+   - None: none is replaced (steps 3 and 5 still make the missing and dead ones, as now).
 Pods being deleted (with a deletionTimestamp) are neither counted nor touched.
 """
 
@@ -28,11 +33,14 @@ from typing import Any, Callable
 from rayguard_operator.manifests import events
 from rayguard_operator import names
 from rayguard_operator.spec.model import ClusterModel, NodeGroup
-from rayguard_operator.manifests.pod import build_pod, pod_template
+from rayguard_operator.manifests.pod import build_pod
 from rayguard_operator.manifests.secret import build_secret
 from rayguard_operator.manifests.service import build_head_service, service_patch
 from rayguard_operator.reconcile.pods import (is_dead, is_ready, is_terminating, live_pods, pod_group, pod_hash,
                                             pod_name, scale_down_order)
+from rayguard_operator.reconcile.rollout import (Templates, desired_hash, desired_templates, head_replaceable,
+                                               outdated_pods)
+from rayguard_operator.spec.upgrade import RECREATE, ROLLING_UPDATE
 
 # Pod creates per pass (step 5). 50 keeps a pass short (each create is one API call and one
 # Event) and what it builds small; None means no bound (only the bench sets it, to compare).
@@ -99,7 +107,12 @@ def _pod_steps(cluster: ClusterModel, observed: Observed, new_name: NewName) -> 
             actions.append(_delete(pod, f"phase {pod['status']['phase']}, replacing it"))
         elif pod_group(pod) not in known:
             actions.append(_delete(pod, f"group {pod_group(pod)[1]!r} is no longer in the spec"))
-    templates = {g.name: pod_template(cluster, g) for g in cluster.groups}
+    templates = desired_templates(cluster)
+    if cluster.upgrade_strategy.type == RECREATE:  # all at once; the scale-up below replaces them
+        stale = outdated_pods(cluster, pods, templates)
+        actions += [_delete(p, "its template changed, replacing it (upgradeStrategy Recreate)") for p in stale]
+        gone = {pod_name(p) for p in stale}
+        pods = tuple(p for p in pods if pod_name(p) not in gone)
     created: dict[str, int] = {}  # pods missing per group, whether created in this batch or later
     survivors: dict[str, list[dict[str, Any]]] = {}
     budget = MAX_POD_CREATES_PER_PASS
@@ -117,6 +130,8 @@ def _pod_steps(cluster: ClusterModel, observed: Observed, new_name: NewName) -> 
         budget = None if budget is None else budget - batch
         created[group.name] = max(0, -extra)
         survivors[group.name] = live
+    if cluster.upgrade_strategy.type != ROLLING_UPDATE:
+        return actions
     return actions + _rollout_step(cluster, templates, survivors, created, new_name)
 
 
@@ -127,10 +142,10 @@ def _create_pod(cluster: ClusterModel, group: NodeGroup, new_name: NewName, temp
     return Action("create", "Pod", pod["metadata"]["name"], pod)
 
 
-def _rollout_step(cluster: ClusterModel, templates: dict[str, dict[str, Any]],
+def _rollout_step(cluster: ClusterModel, templates: Templates,
                   survivors: dict[str, list[dict[str, Any]]], created: dict[str, int],
                   new_name: NewName) -> list[Action]:
-    hashes = {name: t["metadata"]["annotations"][names.ANNOTATION_TEMPLATE_HASH] for name, t in templates.items()}
+    hashes = {name: desired_hash(t) for name, t in templates.items()}
     outdated = {name: [p for p in pods if pod_hash(p) != hashes[name]] for name, pods in survivors.items()}
     in_progress = any(created.values()) or any(
         not is_ready(p) for name, pods in survivors.items() for p in pods if pod_hash(p) == hashes[name])
@@ -139,6 +154,8 @@ def _rollout_step(cluster: ClusterModel, templates: dict[str, dict[str, Any]],
         if not candidates:
             continue
         pod = candidates[0]
+        if group.role == names.HEAD and not head_replaceable(cluster, pod):
+            return []  # left alone: status.py sets HeadOutdated
         if in_progress and is_ready(pod):
             return []
         why = "its template changed, replacing it"

@@ -8,7 +8,11 @@ Phases, first match wins:
 - `Running`: the head is ready, some desired worker is not.
 - `Ready`: the head and every desired worker are ready.
 Conditions are SpecValid, HeadReady, WorkersReady and Ready, each with observedGeneration;
-lastTransitionTime changes only when a condition's status does. While the spec is invalid,
+lastTransitionTime changes only when a condition's status does. HeadOutdated appears once the
+head pod runs an outdated template (True, the reason says whether and when the upgrade strategy
+replaces it, the message what changed) and stays, False, once it is current again; the Warning
+Event that goes with it is posted when its message is news (`head_outdated_note`).
+`outdatedPods` counts the live pods that run an outdated template. While the spec is invalid,
 head, workerGroups, the worker counts, memoryPlan, HeadReady and WorkersReady keep their
 last values (the desired shape is unknown). `oom` belongs to OOM surfacing and is never
 written here. Pure: the time comes in as an argument.
@@ -22,10 +26,17 @@ from rayguard_operator.manifests import events
 from rayguard_operator import names
 from rayguard_operator.spec.model import ClusterModel, NodeGroup
 from rayguard_operator.manifests.pod import num_cpus_env
-from rayguard_operator.reconcile.pods import is_ready, keep_order, live_pods
+from rayguard_operator.reconcile.pods import is_ready, keep_order, live_pods, pod_hash
+from rayguard_operator.reconcile.rollout import (Templates, desired_hash, desired_templates, head_replaceable,
+                                               outdated_pods, what_changed)
+from rayguard_operator.spec.upgrade import NONE, RECREATE
 
 SPEC_VALID, HEAD_READY, WORKERS_READY, READY = "SpecValid", "HeadReady", "WorkersReady", "Ready"
-CONDITION_TYPES = (SPEC_VALID, HEAD_READY, WORKERS_READY, READY)
+HEAD_OUTDATED = "HeadOutdated"
+CONDITION_TYPES = (SPEC_VALID, HEAD_READY, WORKERS_READY, READY, HEAD_OUTDATED)
+# HeadOutdated reasons: left alone (RollingUpdate without GCS fault tolerance), about to be
+# replaced, or never replaced for a template change (None); and current.
+HELD_BACK, PENDING, DISABLED, CURRENT = "ReplacementHeldBack", "ReplacementPending", "ReplacementDisabled", "HeadCurrent"
 PHASE_INVALID, PHASE_FAILED, PHASE_PENDING, PHASE_RUNNING, PHASE_READY = (
     "Invalid", "Failed", "Pending", "Running", "Ready")
 
@@ -78,6 +89,29 @@ def _workers(cluster: ClusterModel, pods: tuple[dict[str, Any], ...]) -> tuple[l
     return groups, ("True", "AllWorkersReady", f"{total}/{total} workers ready")
 
 
+def _head_outdated(cluster: ClusterModel, pods: tuple[dict[str, Any], ...], templates: Templates) -> Condition:
+    live = keep_order(live_pods(cluster.head, pods))
+    template = templates[cluster.head.name]
+    if not live:
+        return "False", CURRENT, "no head pod; it is created from the current template"
+    pod, name = live[0], live[0]["metadata"]["name"]
+    if pod_hash(pod) == desired_hash(template):
+        return "False", CURRENT, f"head pod {name} runs the current template"
+    changes = what_changed(pod, template)
+    outdated = f"head pod {name} runs an outdated template (changed: {', '.join(changes) or 'the pod template'})"
+    kind = cluster.upgrade_strategy.type
+    if head_replaceable(cluster, pod):
+        when = "now" if kind == RECREATE else "after the workers, one pod at a time"
+        return "True", PENDING, f"{outdated}; upgradeStrategy {kind} replaces it {when}"
+    todo = (f"delete pod {name} to apply it (Ray then restarts the GCS: running jobs and actors are lost),"
+            " or set spec.upgradeStrategy.type to Recreate")
+    if kind == NONE:
+        return "True", DISABLED, f"{outdated}; upgradeStrategy None replaces no pod for a template change: {todo}"
+    return "True", HELD_BACK, (f"{outdated}; upgradeStrategy RollingUpdate leaves the head alone without"
+                               f" spec.gcsFaultTolerance, because a new head restarts the GCS and loses every"
+                               f" job and actor: {todo}, or configure spec.gcsFaultTolerance")
+
+
 def _conditions(current: Mapping[str, Any], wanted: dict[str, Condition], generation: int,
                 now: str) -> list[dict[str, Any]]:
     old = {c.get("type"): c for c in current.get("conditions") or []}
@@ -100,6 +134,7 @@ def compute_status(cluster: ClusterModel, pods: tuple[dict[str, Any], ...], curr
     """Every status field rayguard owns, for a valid spec. `failure`: a refused write."""
     head, head_condition = _head(cluster, pods)
     groups, workers_condition = _workers(cluster, pods)
+    templates = desired_templates(cluster)
     if failure:
         phase, ready = PHASE_FAILED, ("False", events.RECONCILE_FAILED, failure)
     elif head_condition[0] != "True":
@@ -110,6 +145,9 @@ def compute_status(cluster: ClusterModel, pods: tuple[dict[str, Any], ...], curr
         phase, ready = PHASE_READY, ("True", "ClusterReady", "the head and every worker are ready")
     wanted = {SPEC_VALID: ("True", "SpecValid", "the spec was accepted"), HEAD_READY: head_condition,
               WORKERS_READY: workers_condition, READY: ready}
+    head_outdated = _head_outdated(cluster, pods, templates)
+    if head_outdated[0] == "True" or condition_of(current, HEAD_OUTDATED) is not None:
+        wanted[HEAD_OUTDATED] = head_outdated  # only once it has been True: most clusters never see it
     return {
         "phase": phase,
         "observedGeneration": cluster.generation,
@@ -117,6 +155,7 @@ def compute_status(cluster: ClusterModel, pods: tuple[dict[str, Any], ...], curr
         "workerGroups": groups,
         "workersReady": sum(g["ready"] for g in groups),
         "workersDesired": sum(g["desired"] for g in groups),
+        "outdatedPods": len(outdated_pods(cluster, pods, templates)),
         "memoryPlan": {g.name: memory_plan_entry(g) for g in cluster.groups},
         "conditions": _conditions(current, wanted, cluster.generation, now),
     }
@@ -129,12 +168,27 @@ def invalid_status(generation: int, message: str, current: Mapping[str, Any], no
             "conditions": _conditions(current, wanted, generation, now)}
 
 
+def condition_of(status: Mapping[str, Any], kind: str) -> tuple[str, str, str] | None:
+    """(status, reason, message) of one condition, or None when the status has none."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition.get("status", ""), condition.get("reason", ""), condition.get("message", "")
+    return None
+
+
 def spec_condition(status: Mapping[str, Any]) -> tuple[str, str] | None:
     """(status, message) of SpecValid, to tell whether an InvalidSpec event is news."""
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == SPEC_VALID:
-            return condition.get("status", ""), condition.get("message", "")
-    return None
+    found = condition_of(status, SPEC_VALID)
+    return None if found is None else (found[0], found[2])
+
+
+def head_outdated_note(current: Mapping[str, Any], desired: Mapping[str, Any]) -> events.EventNote | None:
+    """The Warning to post when the head is newly left outdated by RollingUpdate (or what changed
+    is news): once, not on every pass, since `current` is the status as last written."""
+    wanted = condition_of(desired, HEAD_OUTDATED)
+    if wanted is None or wanted[:2] != ("True", HELD_BACK) or condition_of(current, HEAD_OUTDATED) == wanted:
+        return None
+    return events.EventNote(events.WARNING, events.HEAD_OUTDATED, wanted[2])
 
 
 def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any], top: bool = True) -> dict[str, Any]:

@@ -35,7 +35,8 @@ from rayguard_operator.reconcile.cache import ClusterCache, overlay
 from rayguard_operator.spec.model import ClusterModel, parse_cluster
 from rayguard_operator.reconcile.actions import Action, Observed, plan_actions
 from rayguard_operator.settings import OperatorSettings
-from rayguard_operator.reconcile.status import READY, compute_status, invalid_status, merge_patch, spec_condition
+from rayguard_operator.reconcile.status import (READY, compute_status, head_outdated_note, invalid_status, merge_patch,
+                                               spec_condition)
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,10 @@ class Syncer:
         if failure and _ready_condition(current) != _ready_condition(desired):
             log.warning("RayCluster %s/%s: %s", ns, cluster.name, failure)
             self._event(body, events.EventNote(events.WARNING, events.RECONCILE_FAILED, failure))
+        note = head_outdated_note(current, desired)
+        if note is not None:  # once: the status just written holds the same condition
+            log.warning("RayCluster %s/%s: %s", ns, cluster.name, note.message)
+            self._event(body, note)
         return SyncResult(valid=True, actions=tuple(done), status_patched=patched, error=failure)
 
     def _apply(self, cluster: ClusterModel, action: Action) -> tuple[bool, dict[str, Any] | None]:

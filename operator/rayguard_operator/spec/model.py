@@ -26,6 +26,8 @@ from rayguard_node.contract.ray_flags import OWNED_FLAGS, flag_field, flag_key_p
 from rayguard_operator import names
 from rayguard_operator.errors import SpecError
 from rayguard_operator.spec.quota import QuotaSpec, parse_quota
+from rayguard_operator.spec.accelerators import parse_accelerators
+from rayguard_operator.spec.upgrade import UpgradeStrategy, gcs_fault_tolerant, parse_upgrade_strategy
 from rayguard_operator.spec.profiling import ProfilingSpec, parse_profiling
 from rayguard_operator.spec.overlay import check_overlay, check_pod_security
 from rayguard_operator.settings import OperatorSettings
@@ -100,6 +102,9 @@ class NodeGroup:
     plan: MemoryPlan
     warnings: tuple[str, ...] = ()
     profiling: ProfilingSpec = ProfilingSpec()
+    num_gpus: int | None = None  # GPUs and custom resources for Ray (spec/accelerators.py)
+    ray_resources: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    image: str | None = None  # the group's own image; None: the cluster's (ClusterModel.image_of)
 
 
 @dataclass(frozen=True)
@@ -112,10 +117,15 @@ class ClusterModel:
     head: NodeGroup
     worker_groups: tuple[NodeGroup, ...]
     quota: QuotaSpec = QuotaSpec()
+    upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
+    gcs_fault_tolerance: bool = False  # spec.gcsFaultTolerance names an external Redis
 
     @property
     def groups(self) -> tuple[NodeGroup, ...]:
         return (self.head, *self.worker_groups)
+
+    def image_of(self, group: NodeGroup) -> str:
+        return group.image or self.image
 
     def group(self, name: str) -> NodeGroup | None:
         return next((g for g in self.groups if g.name == name), None)
@@ -123,9 +133,9 @@ class ClusterModel:
 
 # Fields the CRD defines, per object. The API server prunes (or, strictly, refuses) others;
 # render must not silently drop a misspelt field either.
-SPEC_FIELDS = {"image", "head", "workerGroups", "memory", "gcsFaultTolerance"}
-HEAD_FIELDS = {"resources", "numCpus", "rayStartParams", "template", "memory"}
-GROUP_FIELDS = HEAD_FIELDS | {"name", "replicas", "minReplicas", "maxReplicas"}
+SPEC_FIELDS = {"image", "head", "workerGroups", "memory", "gcsFaultTolerance", "upgradeStrategy"}
+HEAD_FIELDS = {"resources", "numCpus", "numGpus", "rayStartParams", "rayResources", "image", "template", "memory"}
+GROUP_FIELDS = HEAD_FIELDS - {"numGpus"} | {"name", "replicas", "minReplicas", "maxReplicas"}
 RESOURCES_FIELDS = {"limits", "requests"}
 
 
@@ -308,6 +318,12 @@ def _plan(role: str, resources: Resources, memory: MemorySettings, num_cpus: int
     return dataclasses.replace(plan, warnings=tuple(warnings)), warnings
 
 
+def _image(data: Mapping[str, Any], path: str) -> str | None:
+    if (image := data.get("image")) is not None and (not isinstance(image, str) or not image):
+        raise SpecError(f"{path}.image", "expected an image reference")
+    return image
+
+
 def _group(role: str, data: Any, path: str, cluster_memory: Any) -> NodeGroup:
     data = _obj(data, path, required=True)
     _known(data, path, HEAD_FIELDS if role == names.HEAD else GROUP_FIELDS)
@@ -336,12 +352,14 @@ def _group(role: str, data: Any, path: str, cluster_memory: Any) -> NodeGroup:
     layers = [(cluster_memory, "spec.memory"), (data.get("memory"), f"{path}.memory")]
     memory = _memory(layers)
     plan, plan_warnings = _plan(role, resources, memory, num_cpus, path)
+    accelerators = parse_accelerators(role, data, path, resources.limits,
+                                      _ray_start_params(data.get("rayStartParams"), f"{path}.rayStartParams"))
     return NodeGroup(
         role=role, name=name, path=path, replicas=replicas, min_replicas=low, max_replicas=high,  # type: ignore[arg-type]
-        resources=resources, num_cpus=num_cpus,
-        ray_start_params=_ray_start_params(data.get("rayStartParams"), f"{path}.rayStartParams"),
+        resources=resources, num_cpus=num_cpus, ray_start_params=accelerators.ray_start_params,
         template=check_overlay(data.get("template"), f"{path}.template"),
-        memory=memory, plan=plan, warnings=tuple(warnings + plan_warnings), profiling=parse_profiling(layers))
+        memory=memory, plan=plan, warnings=tuple(warnings + plan_warnings), profiling=parse_profiling(layers),
+        num_gpus=accelerators.num_gpus, ray_resources=accelerators.ray_resources, image=_image(data, path))
 
 
 def parse_cluster(body: Mapping[str, Any], settings: OperatorSettings) -> ClusterModel:
@@ -376,4 +394,6 @@ def parse_cluster(body: Mapping[str, Any], settings: OperatorSettings) -> Cluste
         name=name, namespace=str(metadata.get("namespace") or "default"), uid=str(metadata.get("uid") or ""),
         generation=generation if isinstance(generation, int) else 0, image=image,
         head=head, worker_groups=tuple(workers),
-        quota=parse_quota(cluster_memory.get("quota"), "spec.memory.quota"))
+        quota=parse_quota(cluster_memory.get("quota"), "spec.memory.quota"),
+        upgrade_strategy=parse_upgrade_strategy(spec.get("upgradeStrategy")),
+        gcs_fault_tolerance=gcs_fault_tolerant(spec.get("gcsFaultTolerance")))

@@ -78,7 +78,7 @@ def test_printer_columns_point_at_status_fields_that_exist() -> None:
     [v1] = load_crd()["spec"]["versions"]
     schema_paths = {path for path, _ in iter_schema(version_schema())}
     columns = {c["name"]: c["jsonPath"] for c in v1["additionalPrinterColumns"]}
-    assert {"Phase", "Head Ready", "Ready Workers", "Desired Workers", "OOM Kills", "Age"} <= set(columns)
+    assert {"Phase", "Head Ready", "Ready Workers", "Desired Workers", "OOM Kills", "Outdated Pods", "Age"} <= set(columns)
     for name, json_path in columns.items():
         if json_path != ".metadata.creationTimestamp":
             assert json_path.lstrip(".") in schema_paths, f"column {name} reads a field the schema lacks"
@@ -174,7 +174,7 @@ def test_full_status_is_accepted() -> None:
         "phase": "Running", "observedGeneration": 3,
         "head": {"podName": "minimal-head", "podIP": "10.0.0.7", "serviceName": "minimal-head", "ready": True},
         "workerGroups": [{"name": "cpu", "desired": 1, "ready": 1}],
-        "workersReady": 1, "workersDesired": 1,
+        "workersReady": 1, "workersDesired": 1, "outdatedPods": 1,
         "memoryPlan": {"head": {"limitBytes": 2147483648}, "cpu": {"objectStoreBytes": 644245094}},
         "oom": {"total": 2, "byKind": {"monitor_kill": 1, "kernel_oom_kill": 1},
                 "lastTime": "2025-01-01T00:00:00Z", "lastMessage": "killed", "lastReportId": "1700000000000-0"},
@@ -289,6 +289,8 @@ INVALID = [
     ("password-without-redis", _set("spec.gcsFaultTolerance", {"passwordSecret": {"name": "r", "key": "p"}}),
      "cel", "spec.gcsFaultTolerance", "passwordSecret needs redisAddress"),
     ("cluster-name-with-dot", _set("metadata.name", "my.cluster"), "schema", "metadata.name", "does not match"),
+    ("unknown-upgrade-strategy", _set("spec.upgradeStrategy", {"type": "Rolling"}), "schema",
+     "spec.upgradeStrategy.type", "must be one of RollingUpdate, Recreate, None"),
     ("template-unknown-top-level", _set(f"{G0}.template", {"nodeSelector": {"a": "b"}}),
      "unknown-field", "spec.workerGroups[0].template.nodeSelector", "unknown field"),
     ("wrong-api-version", _set("apiVersion", "rayguard.dev/v2"), "type-meta", "apiVersion", "rayguard.dev/v1"),

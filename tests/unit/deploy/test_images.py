@@ -47,10 +47,17 @@ def test_what_is_installed_is_what_constraints_txt_says() -> None:
     assert names - set(pins()) == set()
 
 
+def with_arg_defaults(line: str, text: str) -> str:
+    """A FROM line with each `${NAME}` replaced by its `ARG NAME=default` (a build-arg may swap the
+    base, e.g. for a CUDA image; the default build stays pinned)."""
+    defaults = dict(re.findall(r"^ARG ([A-Z_]+)=(\S+)$", text, flags=re.M))
+    return re.sub(r"\$\{([A-Z_]+)\}", lambda m: defaults.get(m.group(1), m.group(0)), line)
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_dockerfile_pins_its_base_and_its_packages(dockerfile: Path) -> None:
     text = dockerfile.read_text()
-    froms = [line.strip() for line in text.splitlines() if line.startswith("FROM ")]
+    froms = [with_arg_defaults(line.strip(), text) for line in text.splitlines() if line.startswith("FROM ")]
     assert froms and all(EXACT_BASE.match(line) for line in froms), froms
     installs = [line for line in text.splitlines() if "pip install" in line]
     assert installs and all("-c /src/constraints.txt" in line for line in installs), installs
@@ -62,6 +69,13 @@ def test_nothing_is_fetched_at_run_time(dockerfile: Path) -> None:
     runtime = [line for line in dockerfile.read_text().splitlines()
                if line.startswith(("CMD", "ENTRYPOINT"))]
     assert runtime and not any(word in line for line in runtime for word in ("pip", "curl", "wget", "apt"))
+
+
+def test_the_node_image_base_is_a_build_arg_with_a_pinned_default() -> None:
+    text = (REPO_ROOT / "node_image" / "Dockerfile").read_text()
+    assert "FROM ${BASE_IMAGE}" in text.splitlines()
+    assert EXACT_BASE.match(with_arg_defaults("FROM ${BASE_IMAGE}", text))
+    assert not EXACT_BASE.match(with_arg_defaults("FROM ${BASE_IMAGE}", "ARG BASE_IMAGE=python:3.11-slim"))
 
 
 def test_a_loose_pin_would_be_refused() -> None:

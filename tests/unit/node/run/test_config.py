@@ -116,7 +116,7 @@ def test_scalar_params_are_accepted():
 
 def test_head_defaults():
     config = run_config({"role": "head"})
-    assert config == RunConfig(role="head", identity=Identity(role="head"))
+    assert config == RunConfig(role="head", identity=Identity(role="head"), num_gpus=0)  # no GPU tasks
     assert config.redis_port == 6380
     assert config.health_port == 8079
     assert config.grace_seconds == 25.0

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 import pytest
 
+from rayguard_node.errors import InvalidSetting
+from rayguard_node.run.options import RUN_OPTIONS, resolve
 from rayguard_node.sizing.plan import HEAD, WORKER, MemoryPlan
 from rayguard_node.run.ray_command import ray_environment, ray_start_argv, render_params
 from rayguard_node.run.config import run_config
@@ -56,7 +60,7 @@ def test_head_argv_defaults():
     plan = make_plan(HEAD, cpus=0, redis=1288490188, heap=858993460)
     assert ray_start_argv(head_config(), plan) == [
         "ray", "start", "--block", "--disable-usage-stats", "--head", "--port=6379",
-        "--num-cpus=0", "--memory=858993460", "--object-store-memory=1288490188",
+        "--num-cpus=0", "--memory=858993460", "--object-store-memory=1288490188", "--num-gpus=0",
         "--dashboard-host=0.0.0.0",
     ]
 
@@ -177,3 +181,57 @@ def test_logged_argv_hides_secret_looking_params():
     logged = " ".join(loggable_argv(argv))
     assert "hunter2" not in logged and "t0k3n" not in logged
     assert "--redis-password=<hidden>" in logged and "--node-name=n1" in logged
+
+
+# -- GPUs and custom resources ------------------------------------------------------------
+
+def _flags(argv, name):
+    return [a for a in argv if a == f"--{name}" or a.startswith(f"--{name}=")]
+
+
+def test_worker_gpus_and_resources_reach_ray_start_once():
+    environ = {"RAYGUARD_NUM_GPUS": "2", "RAYGUARD_RAY_RESOURCES": '{"TPU": 4, "fpga": 1}',
+               "RAYGUARD_RAY_START_PARAMS": '{"num_gpus": 2, "resources": "{\\"disk\\": 3}", "log-style": "record"}'}
+    values = resolve(RUN_OPTIONS, argparse.Namespace(), environ)
+    argv = ray_start_argv(worker_config(**values), make_plan())
+    assert _flags(argv, "num-gpus") == ["--num-gpus=2"]
+    [resources] = _flags(argv, "resources")
+    assert json.loads(resources.split("=", 1)[1]) == {"TPU": 4, "fpga": 1, "disk": 3}
+    assert "--log-style=record" in argv
+
+
+def test_worker_without_gpu_settings_lets_ray_count():
+    argv = ray_start_argv(worker_config(), make_plan())
+    assert _flags(argv, "num-gpus") == [] and _flags(argv, "resources") == []
+
+
+def test_head_takes_no_gpu_tasks_unless_told():
+    assert _flags(ray_start_argv(head_config(), make_plan(HEAD, cpus=0)), "num-gpus") == ["--num-gpus=0"]
+    assert _flags(ray_start_argv(head_config(num_gpus=1), make_plan(HEAD, cpus=0)), "num-gpus") == ["--num-gpus=1"]
+    told = head_config(ray_start_params={"num-gpus": "1"})
+    assert _flags(ray_start_argv(told, make_plan(HEAD, cpus=0)), "num-gpus") == ["--num-gpus=1"]
+
+
+@pytest.mark.parametrize("values, field, word", [
+    ({"num_gpus": 1, "ray_start_params": {"num-gpus": 2}}, "rayStartParams.num-gpus", "RAYGUARD_NUM_GPUS (1)"),
+    ({"ray_resources": {"fpga": 1}, "ray_start_params": {"resources": '{"fpga": 2}'}},
+     "rayStartParams.resources", "RAYGUARD_RAY_RESOURCES (1)"),
+    ({"ray_start_params": {"resources": '{"CPU": 2}'}}, "rayStartParams.resources", "Ray sets CPU itself"),
+    ({"ray_start_params": {"resources": "not json"}}, "rayStartParams.resources", "not JSON"),
+    ({"ray_start_params": {"num-gpus": True}}, "rayStartParams.num-gpus", "whole number"),
+    ({"num_gpus": -1}, "RAYGUARD_NUM_GPUS", "negative"),
+])
+def test_contradicting_or_bad_gpu_settings_are_refused(values, field, word):
+    with pytest.raises(InvalidSetting) as caught:
+        worker_config(**values)
+    assert field in str(caught.value) and word in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("text, word", [
+    ('{"fpga": 1.5}', "whole number"), ('{"GPU": 1}', "Ray sets GPU"), ('{"node:1.2.3.4": 1}', "resource name"),
+    ("[1]", "JSON object"), ('{"fpga": -1}', "from 0"),
+])
+def test_ray_resources_setting_is_checked_as_ray_would(text, word):
+    with pytest.raises(InvalidSetting) as caught:
+        resolve(RUN_OPTIONS, argparse.Namespace(), {"RAYGUARD_RAY_RESOURCES": text})
+    assert "RAYGUARD_RAY_RESOURCES" in str(caught.value) and word in str(caught.value), str(caught.value)

@@ -109,9 +109,10 @@ def test_worker_node(tmp_path: Path) -> None:
     assert env["RAYGUARD_RAY_TEMP_DIR"] == str(tmp_path / "temp-demo-worker-cpu-1")
     assert env["RAYGUARD_RAY_AUTH_TOKEN_FILE"] == str(tmp_path / "secrets" / "ray-auth-token")
     assert json.loads(env["RAYGUARD_RAY_START_PARAMS"]) == {
-        "resources": '{"disk": 1}', "node-ip-address": "127.0.0.1",
-        "metrics-export-port": 42005, "dashboard-agent-listen-port": 42004,
+        "node-ip-address": "127.0.0.1", "metrics-export-port": 42005, "dashboard-agent-listen-port": 42004,
     }
+    # rayStartParams' resources are said once, through the contract's own setting.
+    assert json.loads(env["RAYGUARD_RAY_RESOURCES"]) == {"disk": 1}
 
 
 def test_highmem_worker_limit_and_group(tmp_path: Path) -> None:

@@ -131,7 +131,9 @@ def test_pod_contract_env_labels_owner_and_command() -> None:
                                                    "name": "demo", "uid": "u-1", "controller": True,
                                                    "blockOwnerDeletion": True}]
     container = pod["spec"]["containers"][0]
-    assert container["name"] == "ray-node" and container["command"] == ["rayguard-node", "run", "--role", "worker"]
+    assert container["name"] == "ray-node" and container["command"][:2] == ["sh", "-c"]
+    assert container["command"][3:] == ["rayguard", "rayguard/node:0.1.0", "worker"]  # $0, $1 (image), $2 (role)
+    assert container["command"][2].endswith('exec rayguard-node run --role "$2"')
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert {"name": "health", "containerPort": 8079, "protocol": "TCP"} in container["ports"]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False

@@ -174,8 +174,13 @@ def test_service_drift_is_patched() -> None:
     assert patch.body == {"spec": {"selector": {"extra": None, **names.head_selector("minimal")}}}
 
 
+FAULT_TOLERANT = {"redisAddress": "redis.example:6379"}
+
+
 def test_template_change_rolls_one_pod_at_a_time_workers_first() -> None:
+    """RollingUpdate (the default) with GCS fault tolerance: the head goes too, last."""
     world, data = World(), body(workers=2)
+    data["spec"]["gcsFaultTolerance"] = FAULT_TOLERANT
     world.sync(model(data))
     world.ready()
     before = set(world.pods)
@@ -199,12 +204,99 @@ def test_template_change_rolls_one_pod_at_a_time_workers_first() -> None:
 
 
 def test_rollout_does_not_wait_for_pods_that_are_not_ready_anyway() -> None:
+    """Without GCS fault tolerance too: a head that never started (Pending) holds no GCS."""
     world, data = World(), body(workers=2)
     world.sync(model(data))  # nothing ever becomes ready
     data["spec"]["image"] = "rayguard/node:0.2.0"
     cluster = model(data)
     passes = [summary(world.sync(cluster)) for _ in range(4)]
     assert passes == [[("delete", "Pod"), ("create", "Pod")]] * 3 + [[]]
+
+
+def rolled(world: World, cluster: ClusterModel, passes: int = 10) -> list[str]:
+    """Pods the rollout deleted, making each replacement ready before the next pass."""
+    replaced: list[str] = []
+    for _ in range(passes):
+        actions = world.sync(cluster)
+        replaced += [a.name for a in actions if a.verb == "delete"]
+        world.ready()
+    return replaced
+
+
+def test_rolling_update_leaves_a_started_head_alone_without_fault_tolerance() -> None:
+    world, data = World(), body(workers=2)
+    world.sync(model(data))
+    world.ready()
+    [head] = world.group_pods("head")
+    data["spec"]["image"] = "rayguard/node:0.2.0"
+    cluster = model(data)
+    replaced = rolled(world, cluster)
+    assert len(replaced) == 2 and all(n.startswith("minimal-worker-cpu-") for n in replaced)
+    assert world.group_pods("head") == [head]  # the same pod, still on the old image
+    assert world.pods[head]["spec"]["containers"][0]["image"] != "rayguard/node:0.2.0"
+    assert world.plan(cluster) == []
+    # Deleting it (the user's call) brings the new template.
+    del world.pods[head]
+    [create] = world.sync(cluster)
+    assert create.body["spec"]["containers"][0]["image"] == "rayguard/node:0.2.0"  # type: ignore[index]
+
+
+def test_rolling_update_replaces_a_running_but_not_ready_head_only_with_fault_tolerance() -> None:
+    world, data = World(), body(workers=0)
+    world.sync(model(data))
+    [head] = world.group_pods("head")
+    world.pods[head]["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}
+    data["spec"]["image"] = "rayguard/node:0.2.0"
+    assert world.plan(model(data)) == []  # running: it may hold jobs
+    data["spec"]["gcsFaultTolerance"] = FAULT_TOLERANT
+    assert [(a.verb, a.name) for a in world.plan(model(data))][0] == ("delete", head)
+
+
+def test_recreate_replaces_every_outdated_pod_at_once() -> None:
+    world, data = World(), body(workers=2)
+    data["spec"]["upgradeStrategy"] = {"type": "Recreate"}
+    world.sync(model(data))
+    world.ready()
+    before = set(world.pods)
+    data["spec"]["image"] = "rayguard/node:0.2.0"
+    cluster = model(data)
+    actions = world.sync(cluster)
+    assert summary(actions) == [("delete", "Pod")] * 3 + [("create", "Pod")] * 3
+    assert {a.name for a in actions if a.verb == "delete"} == before
+    assert all("Recreate" in a.note.message for a in actions if a.verb == "delete")
+    assert not (set(world.pods) & before) and len(world.pods) == 3
+    assert world.plan(cluster) == []
+
+
+def test_recreate_keeps_the_create_batch_bound() -> None:
+    world, data = World(), groups_body(60)
+    data["spec"]["upgradeStrategy"] = {"type": "Recreate"}
+    world.sync(model(data))
+    world.sync(model(data))
+    data["spec"]["image"] = "rayguard/node:0.2.0"
+    actions = world.sync(model(data))
+    assert summary(actions) == [("delete", "Pod")] * 61 + [("create", "Pod")] * BATCH  # type: ignore[operator]
+    assert summary(world.sync(model(data))) == [("create", "Pod")] * 11
+    assert world.plan(model(data)) == []
+
+
+def test_none_replaces_no_pod_for_a_template_change_but_makes_missing_and_dead_ones() -> None:
+    world, data = World(), body(workers=2)
+    data["spec"]["upgradeStrategy"] = {"type": "None"}
+    world.sync(model(data))
+    world.ready()
+    data["spec"]["image"] = "rayguard/node:0.2.0"
+    data["spec"]["gcsFaultTolerance"] = FAULT_TOLERANT  # no difference to None
+    cluster = model(data)
+    assert world.plan(cluster) == []
+    gone, failed = world.group_pods("cpu")
+    del world.pods[gone]
+    world.pods[failed]["status"] = {"phase": "Failed"}
+    actions = world.sync(cluster)
+    assert summary(actions) == [("delete", "Pod"), ("create", "Pod"), ("create", "Pod")]
+    assert all(a.body["spec"]["containers"][0]["image"] == "rayguard/node:0.2.0"  # type: ignore[index]
+               for a in actions if a.verb == "create")
+    assert world.plan(cluster) == []
 
 
 @pytest.mark.parametrize("field,value", [("replicas", 5), ("maxReplicas", 7)])

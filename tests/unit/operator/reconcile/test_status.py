@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from rayguard_operator import names
+from rayguard_operator.manifests.pod import build_pod, template_hash
 from rayguard_operator.spec.model import ClusterModel, parse_cluster
 from rayguard_operator.settings import OperatorSettings
-from rayguard_operator.reconcile.status import compute_status, invalid_status, merge_patch
+from rayguard_operator.reconcile.status import (CURRENT, DISABLED, HEAD_OUTDATED, HELD_BACK, PENDING, compute_status,
+                                               head_outdated_note, invalid_status, merge_patch)
 from tests.crd_schema import validate_against_crd
 from tests.paths import REPO_ROOT
 
@@ -29,12 +33,16 @@ def cluster() -> ClusterModel:
 
 
 def pod(name: str, role: str, group: str, ready: bool = False, phase: str = "Running",
-        ip: str | None = None) -> dict[str, Any]:
+        ip: str | None = None, model: ClusterModel | None = None) -> dict[str, Any]:
+    """A pod of `model`'s current template (the default cluster's when none is given)."""
     status: dict[str, Any] = {"phase": phase, "conditions": [{"type": "Ready", "status": str(ready)}]}
     if ip:
         status["podIP"] = ip
+    model = model or cluster()
     return {"metadata": {"name": name, "creationTimestamp": T0,
-                         "labels": {"rayguard.dev/node-type": role, "rayguard.dev/group": group}},
+                         "labels": {"rayguard.dev/node-type": role, "rayguard.dev/group": group},
+                         "annotations": {names.ANNOTATION_TEMPLATE_HASH:
+                                         template_hash(model, model.group(group))}},  # type: ignore[arg-type]
             "status": status}
 
 
@@ -112,3 +120,116 @@ def test_status_is_accepted_by_the_crd() -> None:
         assert validate_against_crd({**body(), "status": status}) == []
     failed = compute_status(model, pods, {}, T0, failure="create Pod x failed (403 Forbidden)")
     assert failed["phase"] == "Failed" and conditions(failed)["Ready"] == ("False", "ReconcileFailed")
+
+
+# --- outdated pods and HeadOutdated ----------------------------------------------------------
+
+def built(model: ClusterModel, name: str, group: str, ready: bool = True) -> dict[str, Any]:
+    """A pod as the operator built it from `model` (so with its template parts), then ready."""
+    pod = build_pod(model, model.group(group), name)  # type: ignore[arg-type]
+    pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}]} if ready \
+        else {"phase": "Pending"}
+    return pod
+
+
+def changed(edit: Any, strategy: str | None = None, fault_tolerant: bool = False) -> ClusterModel:
+    data = body()
+    edit(data["spec"])
+    if strategy:
+        data["spec"]["upgradeStrategy"] = {"type": strategy}
+    if fault_tolerant:
+        data["spec"]["gcsFaultTolerance"] = {"redisAddress": "redis.example:6379"}
+    return parse_cluster(data, OperatorSettings())
+
+
+def old_pods(head_ready: bool = True) -> tuple[dict[str, Any], ...]:
+    model = cluster()
+    return (built(model, "demo-head-a", "head", head_ready), built(model, "demo-worker-cpu-a", "cpu"),
+            built(model, "demo-worker-highmem-a", "highmem"))
+
+
+def condition(status: dict[str, Any], kind: str = HEAD_OUTDATED) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+def new_image(spec: dict[str, Any]) -> None:
+    spec["image"] = "rayguard/node:0.2.0"
+
+
+def test_a_current_cluster_has_no_outdated_pods_and_no_head_outdated() -> None:
+    model = cluster()
+    status = compute_status(model, old_pods(), {}, T0)
+    assert status["outdatedPods"] == 0 and HEAD_OUTDATED not in conditions(status)
+    assert head_outdated_note({}, status) is None
+
+
+def test_an_image_change_held_back_on_the_head_says_what_changed_and_what_to_do() -> None:
+    status = compute_status(changed(new_image), old_pods(), {}, T0)
+    assert status["outdatedPods"] == 3
+    held = condition(status)
+    assert (held["status"], held["reason"]) == ("True", HELD_BACK)
+    message = held["message"]
+    assert "head pod demo-head-a" in message and "(changed: image)" in message
+    assert "kubectl" not in message and "delete pod demo-head-a" in message
+    assert "Recreate" in message and "spec.gcsFaultTolerance" in message and "loses every job" in message
+    note = head_outdated_note({}, status)
+    assert note is not None and (note.type, note.reason, note.message) == ("Warning", "HeadOutdated", message)
+    again = compute_status(changed(new_image), old_pods(), status, T1)
+    assert again == status and head_outdated_note(status, again) is None  # once, not every pass
+    assert validate_against_crd({**body(), "status": status}) == []
+
+
+@pytest.mark.parametrize("edit, parts", [
+    (lambda s: s["memory"].update(usageThreshold=0.8), "memory"),
+    (lambda s: s["head"]["resources"]["limits"].update(memory="3Gi"), "resources, memory"),
+    (lambda s: s["head"].update(rayStartParams={"disable-usage-stats": True}), "rayStartParams"),
+    (lambda s: (new_image(s), s["memory"].update(quota={"enforcement": "Warn"})), "image, memory.quota"),
+    (lambda s: s["head"].update(template={"metadata": {"labels": {"team": "a"}}}), "other pod settings"),
+], ids=["memory", "limit", "rayStartParams", "image-and-quota", "overlay"])
+def test_the_changed_parts_are_named(edit: Any, parts: str) -> None:
+    message = condition(compute_status(changed(edit), old_pods(), {}, T0))["message"]
+    assert f"(changed: {parts}" in message, message
+
+
+def test_a_head_from_an_operator_that_recorded_no_parts_is_still_outdated() -> None:
+    pods = old_pods()
+    del pods[0]["metadata"]["annotations"][names.ANNOTATION_TEMPLATE_PARTS]
+    message = condition(compute_status(changed(new_image), pods, {}, T0))["message"]
+    assert "(changed: the pod template)" in message
+
+
+@pytest.mark.parametrize("strategy, fault_tolerant, head_ready, reason, words", [
+    ("RollingUpdate", True, True, PENDING, "replaces it after the workers"),
+    ("RollingUpdate", False, False, PENDING, "replaces it after the workers"),  # never started
+    ("Recreate", False, True, PENDING, "replaces it now"),
+    ("None", True, True, DISABLED, "upgradeStrategy None replaces no pod"),
+])
+def test_the_reason_follows_the_strategy(strategy: str, fault_tolerant: bool, head_ready: bool, reason: str,
+                                         words: str) -> None:
+    status = compute_status(changed(new_image, strategy, fault_tolerant), old_pods(head_ready), {}, T0)
+    held = condition(status)
+    assert (held["status"], held["reason"]) == ("True", reason) and words in held["message"]
+    assert head_outdated_note({}, status) is None  # only a head RollingUpdate keeps back is warned about
+
+
+def test_head_outdated_turns_false_once_the_head_is_current() -> None:
+    model = changed(new_image)
+    outdated = compute_status(model, old_pods(), {}, T0)
+    current = (built(model, "demo-head-b", "head"), built(model, "demo-worker-cpu-b", "cpu"),
+               built(model, "demo-worker-highmem-b", "highmem"))
+    status = compute_status(model, current, outdated, T1)
+    back = condition(status)
+    assert (back["status"], back["reason"], back["lastTransitionTime"]) == ("False", CURRENT, T1)
+    assert "demo-head-b runs the current template" in back["message"] and status["outdatedPods"] == 0
+    # A change after that is news again.
+    later = compute_status(changed(lambda s: s["memory"].update(usageThreshold=0.8)), current, status, T1)
+    assert head_outdated_note(status, later) is not None
+
+
+def test_outdated_pods_count_only_live_pods_of_the_spec() -> None:
+    pods = old_pods()
+    pods[1]["metadata"]["deletionTimestamp"] = T1  # leaving
+    pods[2]["status"] = {"phase": "Failed"}  # dead, replaced anyway
+    gone = built(cluster(), "demo-worker-gone-a", "cpu")
+    gone["metadata"]["labels"]["rayguard.dev/group"] = "gone"
+    assert compute_status(changed(new_image), (*pods, gone), {}, T0)["outdatedPods"] == 1  # the head

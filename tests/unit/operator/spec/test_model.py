@@ -166,6 +166,12 @@ INVALID: list[tuple[str, Edit, str, str, bool]] = [
      "unknown field", True),
     ("misspelt memory field", _set("spec.memory.objectStoreFractions", 0.2), "spec.memory.objectStoreFractions",
      "unknown field", True),
+    ("bad upgrade strategy", _set("spec.upgradeStrategy", {"type": "Rolling"}), "spec.upgradeStrategy.type",
+     "must be one of RollingUpdate, Recreate, None", True),
+    ("misspelt upgrade strategy field", _set("spec.upgradeStrategy", {"kind": "Recreate"}),
+     "spec.upgradeStrategy.kind", "unknown field", True),
+    ("upgrade strategy not an object", _set("spec.upgradeStrategy", "Recreate"), "spec.upgradeStrategy",
+     "expected an object", True),
 ]
 
 
@@ -188,3 +194,24 @@ def test_duplicate_group_names() -> None:
     body["spec"]["workerGroups"].append(copy.deepcopy(body["spec"]["workerGroups"][0]))
     with pytest.raises(SpecError, match=r"^spec\.workerGroups\[1\]\.name: duplicate"):
         parse_cluster(body, SETTINGS)
+
+
+@pytest.mark.parametrize("strategy", [None, {}, {"type": "RollingUpdate"}, {"type": "Recreate"}, {"type": "None"}])
+def test_upgrade_strategy_defaults_to_rolling_update(strategy: dict[str, str] | None) -> None:
+    body = minimal()
+    if strategy is not None:
+        body["spec"]["upgradeStrategy"] = strategy
+    assert validate_against_crd(body) == []
+    assert defaulted(body)["spec"]["upgradeStrategy"] == {"type": (strategy or {}).get("type", "RollingUpdate")}
+    assert parse_cluster(body, SETTINGS).upgrade_strategy.type == (strategy or {}).get("type", "RollingUpdate")
+
+
+@pytest.mark.parametrize("fault_tolerance, configured", [
+    (None, False), ({}, False), ({"redisAddress": "redis.example:6379"}, True),
+    ({"redisAddress": "redis:6379", "passwordSecret": {"name": "r", "key": "p"}}, True)])
+def test_gcs_fault_tolerance_is_configured_when_it_names_a_redis(fault_tolerance: Any, configured: bool) -> None:
+    body = minimal()
+    if fault_tolerance is not None:
+        body["spec"]["gcsFaultTolerance"] = fault_tolerance
+    assert validate_against_crd(body) == []
+    assert parse_cluster(body, SETTINGS).gcs_fault_tolerance is configured

@@ -167,7 +167,10 @@ def test_image_and_service_account_overrides_stay_allowed() -> None:
     pod = worker_pod(template, RESTRICTED)
     assert pod["spec"]["containers"][0]["image"] == "example.com/ray-gpu:2"
     assert pod["spec"]["serviceAccountName"] == "ray-identity"
-    assert pod["spec"]["containers"][0]["command"][:2] == ["rayguard-node", "run"]
+    # The runtime still runs, and its missing-runtime message names the overlay's image.
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["sh", "-c"] and "exec rayguard-node run" in command[2]
+    assert command[3:] == ["rayguard", "example.com/ray-gpu:2", "worker"]
 
 
 # --- the operator's Pod Security Standard level -------------------------------------------

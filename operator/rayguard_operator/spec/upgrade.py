@@ -1,0 +1,45 @@
+"""spec.upgradeStrategy: how pods whose template is out of date are replaced, and whether the
+head may be (spec.gcsFaultTolerance). The reconciler's rollout step (`reconcile/rollout.py`)
+acts on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from rayguard_operator.errors import SpecError
+
+ROLLING_UPDATE, RECREATE, NONE = "RollingUpdate", "Recreate", "None"
+STRATEGY_TYPES = (ROLLING_UPDATE, RECREATE, NONE)
+UPGRADE_STRATEGY_FIELDS = {"type"}
+
+
+@dataclass(frozen=True)
+class UpgradeStrategy:
+    """RollingUpdate: outdated workers one at a time, the head last and only with GCS fault
+    tolerance. Recreate: every outdated pod at once, the head included. None: never for a
+    template change; only missing or dead pods are created."""
+
+    type: str = ROLLING_UPDATE
+
+
+def parse_upgrade_strategy(data: Any, path: str = "spec.upgradeStrategy") -> UpgradeStrategy:
+    if data is None:
+        return UpgradeStrategy()
+    if not isinstance(data, Mapping):
+        raise SpecError(path, f"expected an object, found {type(data).__name__}")
+    for key in data:
+        if key not in UPGRADE_STRATEGY_FIELDS:
+            raise SpecError(f"{path}.{key}", "unknown field; known: type")
+    kind = data.get("type")
+    if kind is None:
+        return UpgradeStrategy()
+    if kind not in STRATEGY_TYPES:
+        raise SpecError(f"{path}.type", f"must be one of {', '.join(STRATEGY_TYPES)}, found {kind!r}")
+    return UpgradeStrategy(str(kind))
+
+
+def gcs_fault_tolerant(data: Any) -> bool:
+    """Whether spec.gcsFaultTolerance is configured: it names an external Redis (the CRD:
+    "Empty means off"). Its shape is the CRD's to check; anything else counts as off."""
+    return isinstance(data, Mapping) and bool(data.get("redisAddress"))
