@@ -30,6 +30,8 @@ HEAD_GROUP = "head"
 ANNOTATION_TEMPLATE_HASH = f"{GROUP}/template-hash"
 # Digests of the template's parts (manifests/parts.py): what changed when a pod is outdated.
 ANNOTATION_TEMPLATE_PARTS = f"{GROUP}/template-parts"
+# On a RayCluster with GCS fault tolerance: "true" leaves its keys in the external Redis on deletion.
+ANNOTATION_SKIP_REDIS_CLEANUP = f"{GROUP}/skip-external-redis-cleanup"
 # Keys under this prefix belong to rayguard; a template overlay may not set them.
 RESERVED_PREFIX = f"{GROUP}/"
 # kopf's own bookkeeping (finalizer, progress, last-handled configuration).

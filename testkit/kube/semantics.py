@@ -16,6 +16,7 @@ import aiohttp.web
 import jsonpatch
 import jsonpointer
 import kmock
+import yaml
 
 # Strategic merge patch without the Go schemas: the list fields rayguard's objects use, with
 # their patchMergeKey. Other lists are replaced, as merge-patch does. `ports` is keyed by
@@ -91,6 +92,11 @@ async def parse_request(raw: aiohttp.web.BaseRequest, *, id: int) -> kmock.Reque
         data = json.loads(text) if text else None
     except ValueError:
         data = None
+        if raw.headers.get('Content-Type', '').startswith('application/apply-patch+yaml'):
+            try:  # an applied configuration may be YAML (JSON is YAML too)
+                data = yaml.safe_load(text)
+            except yaml.YAMLError:
+                data = None
     info = parse_path(raw.path)
     params = dict(raw.query)
     resource = (None if info.group is None else

@@ -8,7 +8,9 @@ through the main resource); ``generateName``; preconditions and conflicts; patch
 content type (from :mod:`testkit.kube.semantics`); finalizers; garbage collection through
 ownerReferences; a Secret's ``stringData`` stored base64-encoded in ``data``; and a
 ``clusterIP`` for each new Service (from 127.1.0.0/16, where nothing listens unless a test
-starts it there). It also serves the built-in resources rayguard uses and the resources of the
+starts it there), immutable on update (a change is 422, as on the API server); server-side
+apply and managedFields for Services (:mod:`testkit.kube.apply`, where its simplifications are
+listed). It also serves the built-in resources rayguard uses and the resources of the
 CRDs it is given. :class:`testkit.kube.emulator.ApiEmulator` builds on it with the HTTP side.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import yaml
 
 from rayguard_node.contract.rfc3339 import now_seconds
 
+from .apply import APPLY_PATCH, manager_of, record_update, server_side_apply
 from .semantics import api_error, apply_patch
 
 VERBS = frozenset({'create', 'delete', 'get', 'list', 'patch', 'update', 'watch'})
@@ -35,6 +38,7 @@ RAYCLUSTERS = 'rayguard.dev/v1/rayclusters'
 RAYCLUSTER_CRD_NAME = 'rayclusters.rayguard.dev'
 CRDS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'crds'
 NAME_CHARS = 'bcdfghjklmnpqrstvwxz2456789'  # what the API server uses for generateName
+MANAGED_FIELDS = frozenset({'v1/services'})  # resources that keep managedFields and take apply
 
 # resource: (kind, namespaced, subresources)
 BUILTINS: dict[str, tuple[str, bool, frozenset[str]]] = {
@@ -103,6 +107,8 @@ class ObjectStore(kmock.KubernetesEmulator):
             return await self._create(request, info)
         key = (resource, request.namespace if info.namespaced else None, request.name)
         current = self._live(key)
+        if current is None and _is_apply(request) and request.subresource is None:
+            return await self._apply_create(request, info)  # an apply creates what is missing
         if current is None or request.subresource not in {None, *info.subresources}:
             raise api_error(404, f'{resource.plural} "{request.name}" not found')
         if request.action == kmock.action.UPDATE:
@@ -115,6 +121,20 @@ class ObjectStore(kmock.KubernetesEmulator):
                 raise api_error(409, f'precondition failed: {field} is not {expected}')
         await self._delete(key)  # every propagationPolicy acts as Background
         return request
+
+    async def _apply_create(self, request: kmock.Request, info: kmock.ResourceInfo) -> kmock.Request:
+        resource = request.resource
+        assert resource is not None
+        if not _tracked(resource):
+            raise api_error(415, f'server-side apply is emulated for {sorted(MANAGED_FIELDS)} only')
+        if not isinstance(request.data, dict):
+            raise api_error(400, 'the applied configuration must be an object')
+        if (request.data.get('metadata') or {}).get('name') not in {None, request.name}:
+            raise api_error(400, 'the name of the object does not match the name in the URL')
+        body = copy.deepcopy(request.data)
+        body.setdefault('metadata', {})['name'] = request.name
+        request = attrs.evolve(request, data=body, action=kmock.action.CREATE)
+        return await self._create(request, info)
 
     async def _create(self, request: kmock.Request, info: kmock.ResourceInfo) -> kmock.Request:
         resource = request.resource
@@ -151,6 +171,15 @@ class ObjectStore(kmock.KubernetesEmulator):
             spec = obj.setdefault('spec', {})
             if spec.get('type') != 'ExternalName' and not spec.get('clusterIP'):
                 spec['clusterIP'] = self._next_cluster_ip()
+        if _tracked(resource):
+            meta.pop('managedFields', None)
+            version = f'{resource.group}/{resource.version}'.lstrip('/')
+            if _is_apply(request):
+                applied = server_side_apply(None, request.data, request.params.get('fieldManager', ''),
+                                            _forced(request), version, now_seconds())
+                meta['managedFields'] = applied['metadata']['managedFields']
+            else:
+                record_update(None, obj, manager_of(request.params, request.headers), version, now_seconds())
         self._stamp(resource, obj)
         self._store(key, obj)
         await self._buses[resource].put({'type': 'ADDED', 'object': copy.deepcopy(obj)})
@@ -165,17 +194,35 @@ class ObjectStore(kmock.KubernetesEmulator):
                 raise api_error(400, 'the body must be a JSON object')
             new = copy.deepcopy(request.data)
         else:
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            content_type = headers.get('content-type', '')
-            new = apply_patch(old, request.data, content_type,
-                              strategic=key[0].group in {'', 'events.k8s.io'})
+            if _is_apply(request):
+                if not _tracked(key[0]) or request.subresource is not None:
+                    raise api_error(415, f'server-side apply is emulated for {sorted(MANAGED_FIELDS)} only')
+                if (request.data or {}).get('metadata', {}).get('name') not in {None, key[2]}:
+                    raise api_error(400, 'the name of the object does not match the name in the URL')
+                new = server_side_apply(old, request.data, request.params.get('fieldManager', ''),
+                                        _forced(request), old.get('apiVersion', ''), now_seconds())
+            else:
+                if request.params.get('force'):
+                    raise api_error(400, 'force is only allowed for apply patches')
+                headers = {k.lower(): v for k, v in request.headers.items()}
+                new = apply_patch(old, request.data, headers.get('content-type', ''),
+                                  strategic=key[0].group in {'', 'events.k8s.io'})
         if not isinstance(new.get('metadata', {}), dict):
             raise api_error(400, 'metadata must be an object')
         sent_version = new.get('metadata', {}).get('resourceVersion')
         if sent_version and sent_version != old['metadata'].get('resourceVersion'):
             raise api_error(409, 'the object has been modified; please apply your changes '
                                  'to the latest version and try again')
+        managed = (new.get('metadata') or {}).get('managedFields') if _is_apply(request) else None
         new = self._server_fields(old, new, request.subresource, info)
+        if key[0] == 'v1/services' and request.subresource is None:
+            self._keep_cluster_ip(old, new)
+        if _tracked(key[0]) and request.subresource is None:
+            if managed is not None:
+                new['metadata']['managedFields'] = managed
+            else:
+                record_update(old, new, manager_of(request.params, request.headers), old.get('apiVersion', ''),
+                              now_seconds())
         if key[0] == 'v1/secrets':
             encode_string_data(new)
         if new == old:
@@ -203,7 +250,7 @@ class ObjectStore(kmock.KubernetesEmulator):
                 new['status'] = copy.deepcopy(old['status'])
         meta = new.setdefault('metadata', {})
         for field in ('name', 'namespace', 'uid', 'creationTimestamp', 'generation',
-                      'resourceVersion', 'deletionTimestamp', 'deletionGracePeriodSeconds'):
+                      'resourceVersion', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'managedFields'):
             meta.pop(field, None)
             if field in old['metadata']:
                 meta[field] = old['metadata'][field]
@@ -213,6 +260,18 @@ class ObjectStore(kmock.KubernetesEmulator):
                 {k: v for k, v in old.items() if k not in ignored}):
             meta['generation'] = int(old['metadata'].get('generation', 0)) + 1
         return new
+
+    @staticmethod
+    def _keep_cluster_ip(old: dict[str, Any], new: dict[str, Any]) -> None:
+        """spec.clusterIP is immutable: an update that leaves it out keeps it, one that changes
+        it is refused with 422, as the API server does (a headless switch is delete and create)."""
+        before = (old.get('spec') or {}).get('clusterIP')
+        spec = new.setdefault('spec', {})
+        if not spec.get('clusterIP') and before:
+            spec['clusterIP'] = before
+        elif before and spec.get('clusterIP') != before:
+            raise api_error(422, f'Service "{old["metadata"]["name"]}" is invalid: spec.clusterIP: Invalid value: '
+                                 f'"{spec["clusterIP"]}": field is immutable')
 
     async def _delete(self, key: tuple[Any, str | None, str]) -> None:
         """Delete now, or only mark for deletion while finalizers remain (generation bumps,
@@ -283,6 +342,20 @@ class ObjectStore(kmock.KubernetesEmulator):
             if self._live((resource, namespace, name)) is None:
                 return name
         return None
+
+
+def _tracked(resource: Any) -> bool:
+    return any(resource == r for r in MANAGED_FIELDS)  # kmock.resource equals its string, but hashes apart
+
+
+def _is_apply(request: kmock.Request) -> bool:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return (request.method == 'PATCH'
+            and headers.get('content-type', '').split(';')[0].strip().lower() == APPLY_PATCH)
+
+
+def _forced(request: kmock.Request) -> bool:
+    return request.params.get('force', '').lower() in {'true', '1'}
 
 
 def encode_string_data(secret: dict[str, Any]) -> None:

@@ -102,6 +102,19 @@ FLUSH_WHEN_AT_LEAST_BYTES = Setting("flush_when_at_least_bytes",
 FLUSH_PERIOD_SECS = Setting("flush_period_secs", "head: ledger flush period", "10")
 FLUSH_NUM_ENTRIES_EACH_TIME = Setting("flush_num_entries_each_time", "head: ledger entries flushed each time",
                                       "10000")
+# GCS fault tolerance on an external Redis (README, "GCS fault tolerance"): set in every pod of a
+# cluster with spec.gcsFaultTolerance. The head starts Ray's GCS on it; every node writes its
+# reports and ledger there, under the storage namespace's prefix, and the head starts no Redis.
+GCS_REDIS_ADDRESS = Setting("gcs_redis_address", "`host:port` of the external Redis for Ray's GCS fault"
+                            " tolerance (the head's `RAY_REDIS_ADDRESS`); reports and the ledger go there too,"
+                            " and the head starts no redis-server", "unset: no fault tolerance")
+GCS_REDIS_PASSWORD = Setting("gcs_redis_password", "the external Redis's password (the head's `ray start"
+                             " --redis-password`); the operator sets it with `secretKeyRef`", "none")
+GCS_REDIS_USERNAME = Setting("gcs_redis_username", "the external Redis's ACL user (the head's `ray start"
+                             " --redis-username`); the operator sets it with `secretKeyRef`", "Redis's default user")
+GCS_STORAGE_NAMESPACE = Setting("gcs_storage_namespace", "Ray's `RAY_external_storage_namespace`: the"
+                                " cluster's keys in the external Redis all start with `RAY<namespace>@`",
+                                "required with an external Redis; the operator sets the RayCluster's uid")
 
 BUDGET = (LIMIT_BYTES, NUM_CPUS, OBJECT_STORE_BYTES, OBJECT_STORE_FRACTION, OBJECT_STORE_MAX_BYTES,
           REDIS_FRACTION, REDIS_MAX_BYTES, HEAP_FRACTION, USAGE_THRESHOLD, MONITOR_REFRESH_MS,
@@ -110,7 +123,7 @@ RUN = (HEAD_ADDRESS, RAY_AUTH_TOKEN_FILE, REDIS_URL, REDIS_PORT, REDIS_PASSWORD_
        RAY_TEMP_DIR, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, GRACE_SECONDS, RAY_START_PARAMS, NUM_GPUS,
        RAY_RESOURCES, FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS, FLUSH_NUM_ENTRIES_EACH_TIME,
        QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS, DASHBOARD_PORT, PROFILE, PROFILE_MATCH,
-       PROFILE_MAX_BYTES)
+       PROFILE_MAX_BYTES, GCS_REDIS_ADDRESS, GCS_REDIS_PASSWORD, GCS_REDIS_USERNAME, GCS_STORAGE_NAMESPACE)
 SETTINGS = (ROLE,) + RUN + BUDGET
 
 # Set in pods through the downward API for the Ray processes' own use; the runtime passes it
@@ -127,12 +140,15 @@ OPERATOR_SET = (ROLE, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, LIMIT_BYTES, HEAD
                 REDIS_FRACTION, REDIS_MAX_BYTES, FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS,
                 FLUSH_NUM_ENTRIES_EACH_TIME, HEAP_FRACTION, USAGE_THRESHOLD, MONITOR_REFRESH_MS,
                 GRACE_SECONDS, RAY_START_PARAMS, NUM_GPUS, RAY_RESOURCES, QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS,
-                PROFILE, PROFILE_MATCH, PROFILE_MAX_BYTES)
+                PROFILE, PROFILE_MATCH, PROFILE_MAX_BYTES, GCS_REDIS_ADDRESS, GCS_REDIS_PASSWORD,
+                GCS_REDIS_USERNAME, GCS_STORAGE_NAMESPACE)
 # Set only where there is something to say: NUM_GPUS unless a worker has no GPU limit (Ray counts),
 # RAY_RESOURCES when the group has custom resources.
 ACCELERATOR_SETTINGS = (NUM_GPUS, RAY_RESOURCES)
 # Set only in the pods of a group that profiles (a cluster without profiling keeps its pods).
 PROFILE_SETTINGS = (PROFILE, PROFILE_MATCH, PROFILE_MAX_BYTES)
+# Set only in the pods of a cluster with GCS fault tolerance (the username only when it names one).
+GCS_SETTINGS = (GCS_REDIS_ADDRESS, GCS_REDIS_PASSWORD, GCS_REDIS_USERNAME, GCS_STORAGE_NAMESPACE)
 POD_ENV = frozenset(s.env for s in OPERATOR_SET) | PASSED_THROUGH
 
 

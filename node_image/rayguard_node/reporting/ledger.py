@@ -95,11 +95,12 @@ class Ledger:
 
     def __init__(self, client_factory: Callable[[], redis.Redis], identity_pod: str,
                  sample_ttl_s: int = DEFAULT_SAMPLE_TTL_S, peak_ttl_s: int = DEFAULT_PEAK_TTL_S,
-                 logger: logging.Logger | None = None) -> None:
+                 logger: logging.Logger | None = None, key_prefix: str = "") -> None:
         if sample_ttl_s < 1 or peak_ttl_s < 1:
             raise ValueError("ledger TTLs must be at least one second")
         self._client_factory = client_factory
         self.pod = identity_pod
+        self.key_prefix = key_prefix  # GCS fault tolerance: the cluster's namespace (contract/gcs.py)
         self.sample_ttl_s = sample_ttl_s
         self.peak_ttl_s = peak_ttl_s
         self._log = logger or logging.getLogger(__name__)
@@ -119,19 +120,19 @@ class Ledger:
             pipe = client.pipeline(transaction=False)
             index: dict[str, int] = {}
             for process in kept:
-                key = sample_key(self.pod, now_ms, process.pid)
+                key = self.key_prefix + sample_key(self.pod, now_ms, process.pid)
                 pipe.hset(key, mapping=sample_fields(process, now_ms))
                 pipe.expire(key, self.sample_ttl_s)
                 index[key] = now_ms
-            pipe.zadd(SAMPLES_INDEX_KEY, index)
+            pipe.zadd(self.key_prefix + SAMPLES_INDEX_KEY, index)
             # Index entries older than the TTL point at expired keys.
-            pipe.zremrangebyscore(SAMPLES_INDEX_KEY, "-inf", f"({now_ms - self.sample_ttl_s * 1000}")
+            pipe.zremrangebyscore(self.key_prefix + SAMPLES_INDEX_KEY, "-inf", f"({now_ms - self.sample_ttl_s * 1000}")
             peaks = task_peaks(kept)
             if peaks:
                 args: list[str | int] = [self.peak_ttl_s]
                 for name, peak in sorted(peaks.items()):
                     args += [name, peak]
-                peaks_script(keys=[peaks_key(self.pod)], args=args, client=pipe)
+                peaks_script(keys=[self.key_prefix + peaks_key(self.pod)], args=args, client=pipe)
             pipe.execute()
         except REDIS_ERRORS as error:
             self._on_error(error)

@@ -37,7 +37,7 @@ class RedisStartError(RayguardError):
 
 
 def redis_client(url_or_host: str, port: int | None = None,
-                 password: str | None = None) -> redis.Redis:
+                 password: str | None = None, username: str | None = None) -> redis.Redis:
     """A client with short timeouts and bytes replies.
 
     `url_or_host` is either a URL (`redis://[:password@]host:port/db`; `port` is then
@@ -54,7 +54,7 @@ def redis_client(url_or_host: str, port: int | None = None,
             client.connection_pool.connection_kwargs["password"] = password or None
         return client
     return redis.Redis(host=url_or_host, port=port if port is not None else 6379,
-                       password=password or None, **options)  # type: ignore[arg-type]
+                       password=password or None, username=username or None, **options)  # type: ignore[arg-type]
 
 
 def config_quote(value: str) -> str:

@@ -57,14 +57,17 @@ class ReportSink:
     def __init__(self, client_factory: Callable[[], redis.Redis], stdout: TextIO | None = None,
                  buffer_max: int = DEFAULT_BUFFER_MAX, logger: logging.Logger | None = None,
                  stream_key: str = STREAM_KEY, stream_maxlen: int = STREAM_MAXLEN,
-                 marker_ttl_s: int = SENT_MARKER_TTL_S) -> None:
+                 marker_ttl_s: int = SENT_MARKER_TTL_S, key_prefix: str = "") -> None:
         if buffer_max < 1:
             raise ValueError(f"buffer_max must be at least 1, not {buffer_max}")
         self._client_factory = client_factory
         self._stdout = stdout
         self.buffer_max = buffer_max
         self._log = logger or logging.getLogger(__name__)
-        self.stream_key = stream_key
+        # With GCS fault tolerance every key starts with the cluster's namespace prefix
+        # (contract/gcs.py): the stream, and each report's sent marker.
+        self.key_prefix = key_prefix
+        self.stream_key = key_prefix + stream_key
         self.stream_maxlen = stream_maxlen
         self.marker_ttl_s = marker_ttl_s
         self._pending: collections.deque[Report] = collections.deque()
@@ -140,7 +143,7 @@ class ReportSink:
     def _send(self, report: Report) -> bool:
         client, script = self._connection()
         try:
-            entry_id = script(keys=[sent_marker_key(report.id), self.stream_key],
+            entry_id = script(keys=[self.key_prefix + sent_marker_key(report.id), self.stream_key],
                               args=[self.marker_ttl_s, self.stream_maxlen, report.to_json(),
                                     report.kind, report.id], client=client)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):

@@ -15,6 +15,7 @@ from rayguard_node.contract.ray_flags import (OWNED_FLAGS, flag_field, flag_key_
                                               shown_value)
 from rayguard_node.contract.reports import KILL, Identity
 from rayguard_node.contract.accelerators import parse_resources_json
+from rayguard_node.contract.gcs import address_problem, key_prefix, namespace_problem
 from rayguard_node.guard.quota import QuotaSettings
 from rayguard_node.profiling.index import DEFAULT_MAX_BYTES, MIN_MAX_BYTES, ProfileSettings
 
@@ -27,6 +28,45 @@ DEFAULT_RAY_TEMP_DIR = Path("/tmp/ray")
 DEFAULT_SYSFS_ROOT = Path("/sys")
 DEFAULT_PROCFS_ROOT = Path("/proc")
 FLUSH_KEYS = ("flush_when_at_least_bytes", "flush_period_secs", "flush_num_entries_each_time")
+
+
+@dataclass(frozen=True)
+class GcsRedis:
+    """GCS fault tolerance on an external Redis (contract/gcs.py). The password is never shown."""
+
+    address: str
+    namespace: str
+    password: str | None = field(default=None, repr=False)
+    username: str | None = None
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    @property
+    def key_prefix(self) -> str:
+        return key_prefix(self.namespace)
+
+
+def gcs_redis(values: Mapping[str, object]) -> GcsRedis | None:
+    address = values.get("gcs_redis_address")
+    if not address:
+        return None
+    if (why := address_problem(str(address))) is not None:
+        raise InvalidSetting("--gcs-redis-address / RAYGUARD_GCS_REDIS_ADDRESS", address, why)
+    if values.get("redis_url"):
+        raise InvalidSetting("--redis-url / RAYGUARD_REDIS_URL", "<set>", "reports go to the GCS's external"
+                             " Redis (--gcs-redis-address); give one of the two")
+    namespace = str(values.get("gcs_storage_namespace") or "")
+    if (why := namespace_problem(namespace)) is not None:
+        raise InvalidSetting("--gcs-storage-namespace / RAYGUARD_GCS_STORAGE_NAMESPACE", namespace,
+                             why + " (required with --gcs-redis-address)")
+    return GcsRedis(str(address), namespace, str(values.get("gcs_redis_password") or "") or None,
+                    str(values.get("gcs_redis_username") or "") or None)
 
 
 @dataclass(frozen=True)
@@ -48,6 +88,7 @@ class RunConfig:
     quota: QuotaSettings = QuotaSettings()
     dashboard_port: int = DEFAULT_DASHBOARD_PORT
     profile: ProfileSettings = ProfileSettings()
+    gcs: GcsRedis | None = None  # GCS fault tolerance: reports, ledger and Ray's GCS in this Redis
     # Where the kernel's files are: the real ones in a pod, fake trees in tests.
     sysfs_root: Path = DEFAULT_SYSFS_ROOT
     procfs_root: Path = DEFAULT_PROCFS_ROOT
@@ -141,6 +182,7 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
         quota=quota,
         dashboard_port=int(values.get("dashboard_port", DEFAULT_DASHBOARD_PORT)),  # type: ignore[call-overload]
         profile=profile,
+        gcs=gcs_redis(values),
         sysfs_root=Path(str(values.get("sysfs_root") or DEFAULT_SYSFS_ROOT)),
         procfs_root=Path(str(values.get("procfs_root") or DEFAULT_PROCFS_ROOT)),
     )

@@ -108,20 +108,24 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
                 procfs_root: Path, sysfs_root: Path, ray_running: Callable[[], bool],
                 ray_started: Callable[[], bool] = lambda: True) -> RuntimeParts:
     redis_server = None
-    if config.role == HEAD and not config.redis_url:
+    if config.role == HEAD and not config.redis_url and config.gcs is None:
         workdir = config.effective_temp_dir / "rayguard-redis"
         workdir.mkdir(parents=True, exist_ok=True)
         if not redis_password:
             raise ValueError("the head's own Redis needs a password")
         redis_server = RedisServer(config.redis_port, redis_password, plan.redis_max_bytes, workdir)
 
+    gcs, prefix = config.gcs, config.gcs.key_prefix if config.gcs else ""
+
     def client_factory():  # type: ignore[no-untyped-def]
+        if gcs is not None:  # GCS fault tolerance: the external Redis, keys under the namespace
+            return redis_client(gcs.host, gcs.port, gcs.password, gcs.username)
         if config.redis_url:
             return redis_client(config.redis_url, password=redis_password)
         host = "127.0.0.1" if config.role == HEAD else config.head_host
         return redis_client(host, config.redis_port, redis_password)
 
-    sink = ReportSink(client_factory)
+    sink = ReportSink(client_factory, key_prefix=prefix)
     read_usage, live_pids, read_oom = _memory_sources(plan, procfs_root, sysfs_root)
     runtime_pid = os.getpid()
 
@@ -149,12 +153,14 @@ def build_parts(config: RunConfig, plan: MemoryPlan, redis_password: str | None,
                                       live_pids)
     pollers.add(RAY_LOG_PERIOD_S, ray_reporter.poll)
     pollers.add(REPORT_FLUSH_PERIOD_S, sink.flush_pending)
-    ledger = Ledger(client_factory, config.identity.pod or config.identity.role)
+    ledger = Ledger(client_factory, config.identity.pod or config.identity.role, key_prefix=prefix)
     pollers.add(LEDGER_PERIOD_S, lambda: ledger.record(monitor.last_scan, int(time.time() * 1000)))
-    live = LiveView(client_factory, config.identity.pod or config.identity.role, config.identity.group,
+    # The live view (`rayguard top`) reads the head's own Redis: not kept with fault tolerance.
+    live = None if gcs is not None else LiveView(client_factory, config.identity.pod or config.identity.role, config.identity.group,
                     config.identity.role, monitor.state, lambda: monitor.last_scan, procfs_root,
                     quota_of=_quota_of(actors), forget_stale=config.role == HEAD)
-    pollers.add(WRITE_PERIOD_S, live.write)
+    if live is not None:
+        pollers.add(WRITE_PERIOD_S, live.write)
     if redis_server is not None:
         policy, flush_client = FlushPolicy(**config.flush_policy), client_factory()  # type: ignore[arg-type]
         pollers.add(policy.flush_period_secs, lambda: policy.maybe_flush(flush_client, time.monotonic()))

@@ -8,8 +8,10 @@ from typing import Mapping
 
 from rayguard_node.contract.accelerators import resources_json
 from rayguard_node.contract.ray_flags import normalize_flag, secret_looking
-from rayguard_node.contract.settings import REDIS_URL
-from rayguard_node.run.config import RunConfig, redact_url
+from rayguard_node.contract.gcs import (RAY_REDIS_ADDRESS_ENV, RAY_STORAGE_NAMESPACE_ENV, REDIS_PASSWORD_FLAG,
+                                        REDIS_USERNAME_FLAG)
+from rayguard_node.contract.settings import GCS_REDIS_PASSWORD, GCS_REDIS_USERNAME, REDIS_URL
+from rayguard_node.run.config import GcsRedis, RunConfig, redact_url
 from rayguard_node.sizing.plan import HEAD, MemoryPlan
 
 # Variables that could make Ray pick up a token other than ours.
@@ -48,7 +50,20 @@ def ray_start_argv(config: RunConfig, plan: MemoryPlan, ray_executable: str = "r
     argv += plan.ray_start_args
     argv += accelerator_args(config)
     argv += render_params(params)
+    if config.role == HEAD and config.gcs is not None:  # Ray 2.60 takes these as flags only
+        argv += gcs_credential_args(config.gcs)
     return argv
+
+
+def gcs_credential_args(gcs: GcsRedis) -> list[str]:
+    """`--redis-password` and `--redis-username` for the head's `ray start` (contract/gcs.py)."""
+    args = [f"{REDIS_PASSWORD_FLAG}={gcs.password}"] if gcs.password else []
+    return args + ([f"{REDIS_USERNAME_FLAG}={gcs.username}"] if gcs.username else [])
+
+
+def gcs_environment(gcs: GcsRedis) -> dict[str, str]:
+    """The head's environment for Ray's GCS fault tolerance (contract/gcs.py)."""
+    return {RAY_REDIS_ADDRESS_ENV: gcs.address, RAY_STORAGE_NAMESPACE_ENV: gcs.namespace}
 
 
 def accelerator_args(config: RunConfig) -> list[str]:
@@ -61,11 +76,17 @@ def accelerator_args(config: RunConfig) -> list[str]:
 
 
 def ray_environment(plan: MemoryPlan, token_path: Path,
-                    base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for Ray: the plan's monitor settings and our token, nobody else's."""
+                    base: Mapping[str, str] | None = None, gcs: GcsRedis | None = None,
+                    head: bool = False) -> dict[str, str]:
+    """The environment for Ray: the plan's monitor settings and our token, nobody else's; on a
+    fault-tolerant head, Ray's external Redis. The Redis password and user never reach Ray's
+    processes through it (every worker process inherits it)."""
     env = dict(os.environ if base is None else base)
-    for name in FOREIGN_AUTH_VARS:
+    for name in FOREIGN_AUTH_VARS + (GCS_REDIS_PASSWORD.env, GCS_REDIS_USERNAME.env, RAY_REDIS_ADDRESS_ENV,
+                                     RAY_STORAGE_NAMESPACE_ENV):
         env.pop(name, None)
+    if gcs is not None and head:
+        env.update(gcs_environment(gcs))
     if env.get(REDIS_URL.env):  # every Ray process gets this environment: no password in it
         env[REDIS_URL.env] = redact_url(env[REDIS_URL.env])
     env.update(plan.ray_env)

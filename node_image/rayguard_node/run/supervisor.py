@@ -77,7 +77,7 @@ class Supervisor:
         password_path = self.config.redis_password_file
         if password_path is not None:
             return token_path, read_secret(password_path, "--redis-password-file")
-        if self.config.role == HEAD and not self.config.redis_url:
+        if self.config.role == HEAD and not self.config.redis_url and self.config.gcs is None:
             return token_path, ensure_secret(temp_dir / "rayguard_redis_password", "Redis password")
         return token_path, None
 
@@ -99,7 +99,7 @@ class Supervisor:
     def _start_ray(self, token_path: Path) -> None:
         ray_exe = str(Path(sys.executable).with_name("ray"))
         argv = ray_start_argv(self.config, self.plan, ray_exe if os.path.exists(ray_exe) else "ray")
-        env = ray_environment(self.plan, token_path)
+        env = ray_environment(self.plan, token_path, gcs=self.config.gcs, head=self.config.role == HEAD)
         # Ray drains for up to this long on SIGTERM; keep it inside our grace period.
         env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = str(max(1, int(self.config.grace_seconds * 0.6)))
         if self.config.profile.enabled:  # every Ray worker under a memray Tracker (profiling/hook.py)

@@ -25,7 +25,8 @@ BUDGET_FIELDS = {
 def budget_settings(values: Mapping[str, object]) -> BudgetSettings:
     """The budget knobs among resolved values; range errors name the flag and env var."""
     try:
-        return BudgetSettings(**{k: v for k, v in values.items() if k in BUDGET_FIELDS})
+        return BudgetSettings(**{k: v for k, v in values.items() if k in BUDGET_FIELDS},
+                              external_redis=bool(values.get("gcs_redis_address")))
     except InvalidSetting as error:
         if error.field not in BUDGET_FIELDS:
             raise

@@ -46,6 +46,9 @@ class BudgetSettings:
     guard_min_refresh_ms: int = 2
     guard_threshold: float | None = None
     num_cpus: int | None = None
+    # GCS fault tolerance: the head's reports and ledger live in the external Redis, so the
+    # head starts no redis-server and its share goes to the heap.
+    external_redis: bool = False
 
     def __post_init__(self) -> None:
         for name in ("object_store_fraction", "redis_fraction", "heap_fraction"):
@@ -143,7 +146,7 @@ def make_plan(role: str, facts: NodeFacts, settings: BudgetSettings = BudgetSett
         )
 
     object_store = _object_store_bytes(limit, facts.shm_free_bytes, settings, warnings)
-    redis_max = _redis_bytes(limit, settings) if role == HEAD else 0
+    redis_max = _redis_bytes(limit, settings) if role == HEAD and not settings.external_redis else 0
     remaining = limit - object_store - redis_max
     heap = int(remaining * settings.heap_fraction)
     if heap < MIN_HEAP_BYTES:

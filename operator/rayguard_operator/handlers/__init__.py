@@ -4,4 +4,4 @@
 modules are thin: they name a cluster and hand it to the reconciler or the OOM tracker.
 """
 
-from rayguard_operator.handlers import startup, cluster, oom  # noqa: F401  (registration order)
+from rayguard_operator.handlers import startup, cluster, oom, gcs  # noqa: F401  (registration order)

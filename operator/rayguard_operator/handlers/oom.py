@@ -18,14 +18,16 @@ from typing import Any
 
 import kopf
 
-from rayguard_node.contract.reports import Report
+from rayguard_node.contract.reports import STREAM_KEY, Report
 
 from rayguard_operator import names
-from rayguard_operator.errors import KubeApiError
+from rayguard_operator.errors import KubeApiError, SpecError
+from rayguard_operator.gcs_redis import CredentialsUnavailable, endpoint
 from rayguard_operator.kube import caller
 from rayguard_operator.oom.stream import BLOCK_MS, RedisTarget, follow, redis_target
 from rayguard_operator.oom.workers import LATER, OomWorkers
 from rayguard_operator.settings import OperatorSettings
+from rayguard_operator.spec.gcs import parse_gcs
 
 log = logging.getLogger(__name__)
 START_OF_STREAM = "0-0"
@@ -68,6 +70,18 @@ async def follow_oom_reports(namespace: str, name: str, body: kopf.Body, stopped
     uid = str(body.get("metadata", {}).get("uid", ""))
 
     async def target() -> RedisTarget | None:
+        try:
+            gcs = parse_gcs((body.get("spec") or {}).get("gcsFaultTolerance"), uid)
+        except SpecError:
+            return None  # the syncer reports the invalid spec; nothing to follow until it is fixed
+        if gcs is not None:  # the reports are in the external Redis, under the cluster's prefix
+            try:
+                where = await workers.run(endpoint, gcs, namespace, api.get_secret)
+            except CredentialsUnavailable as error:
+                log.info("RayCluster %s/%s: external Redis credentials: %s", namespace, name, error)
+                return None
+            return RedisTarget(where.host, where.port, where.password, where.username,
+                               stream_key=gcs.key_prefix + STREAM_KEY)
         cache = getattr(memo, "cache", None)
         if cache is not None:  # until the syncer has made (or seen) both, there is nothing to read
             known = cache.known(namespace, name, uid)

@@ -28,6 +28,9 @@ from rayguard_operator.kube.caller import user_agent
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+# Server-side apply: the API server creates the object or merges it, and records which fields
+# each field manager owns. Creating through it needs `create` as well as `patch`.
+APPLY_PATCH = "application/apply-patch+yaml"
 TIMEOUT_SECONDS = 30
 
 
@@ -109,8 +112,8 @@ class KubeApi:
                             label_selector=label_selector)
         return list((result or {}).get("items") or [])
 
-    _CREATE = {"Secret": "create_namespaced_secret", "Service": "create_namespaced_service",
-               "Pod": "create_namespaced_pod", "Event": "create_namespaced_event"}
+    _CREATE = {"Secret": "create_namespaced_secret", "Pod": "create_namespaced_pod",
+               "Event": "create_namespaced_event"}  # the head Service: `apply`
     _PATCH = {"Service": "patch_namespaced_service", "Pod": "patch_namespaced_pod",
               "Event": "patch_namespaced_event"}
 
@@ -136,6 +139,26 @@ class KubeApi:
         """A JSON merge patch."""
         return self._call("patch", f"{kind} {namespace}/{name}", getattr(self.core, self._PATCH[kind]),
                           name, namespace, patch, _content_type=MERGE_PATCH)
+
+    def apply(self, obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
+        """Server-side apply of a Service as `field_manager`, forced: it takes the fields `obj`
+        sets from any other manager, and drops those it applied before that `obj` leaves out."""
+        meta = obj["metadata"]
+        return self._call("apply", f"{obj['kind']} {meta['namespace']}/{meta['name']}",
+                          self.core.patch_namespaced_service, meta["name"], meta["namespace"], obj,
+                          field_manager=field_manager, force=True, _content_type=APPLY_PATCH)
+
+    def delete_service(self, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete the Service (only the one with `uid`, when given); False when it was gone (404)."""
+        body = {"preconditions": {"uid": uid}} if uid else None
+        try:
+            self._call("delete", f"Service {namespace}/{name}", self.core.delete_namespaced_service, name, namespace,
+                       body=body)
+        except KubeApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def delete_pod(self, namespace: str, name: str) -> bool:
         """Delete with the pod's own grace period; False when it was already gone (404)."""

@@ -3,7 +3,8 @@
 `KubeApi` (kube/api.py) satisfies every one of them structurally; test fakes implement only
 the one their subject takes. Each Protocol lists just the methods its consumer calls, with
 `KubeApi`'s semantics: get returns None on 404, create returns None on 409, delete_pod
-returns False on 404, and any other failure raises `KubeApiError`.
+and delete_service return False on 404, apply is server-side apply (it creates or
+merges), and any other failure raises `KubeApiError`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class SyncerApi(Protocol):
     def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
     def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
     def delete_pod(self, namespace: str, name: str) -> bool: ...
+    def apply(self, obj: dict[str, Any], field_manager: str) -> dict[str, Any]: ...
+    def delete_service(self, namespace: str, name: str, uid: str | None = None) -> bool: ...
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ CREATED = "Created"
 DELETED = "Deleted"
 UPDATED = "Updated"
 RECONCILE_FAILED = "ReconcileFailed"
+EXTERNAL_REDIS_CLEANUP_FAILED = "ExternalRedisCleanupFailed"  # the GCS FT keys could not be removed yet
 HEAD_OUTDATED = "HeadOutdated"  # the head runs an old template and the upgrade strategy keeps it
 OOM_KILLED = "OOMKilled"
 MEMORY_MONITOR_KILL = "MemoryMonitorKill"

@@ -20,6 +20,7 @@ from rayguard_node.contract.accelerators import resources_json
 
 from rayguard_operator import names
 from rayguard_operator.manifests.parts import format_parts, template_parts
+from rayguard_operator.spec.gcs import SecretKeyRef
 from rayguard_operator.spec.model import ClusterModel, NodeGroup
 # The restricted securityContexts live with the overlay rules, which keep them in every pod.
 from rayguard_operator.spec.overlay import container_security, merge_overlay, pod_security_context
@@ -53,6 +54,24 @@ def ray_start_params(group: NodeGroup) -> dict[str, Any]:
     return {**fixed, **group.ray_start_params}
 
 
+def _secret_ref(name: str, ref: SecretKeyRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def gcs_env(cluster: ClusterModel) -> list[dict[str, Any]]:
+    """GCS fault tolerance (spec/gcs.py), in every pod: the head starts Ray's GCS on the external
+    Redis, and every node writes its reports there. The password and user by reference only."""
+    gcs = cluster.gcs
+    if gcs is None:
+        return []
+    env = [_value(S.GCS_REDIS_ADDRESS.env, gcs.redis_address), _value(S.GCS_STORAGE_NAMESPACE.env, gcs.namespace)]
+    if gcs.password_secret is not None:
+        env.append(_secret_ref(S.GCS_REDIS_PASSWORD.env, gcs.password_secret))
+    if gcs.username_secret is not None:
+        env.append(_secret_ref(S.GCS_REDIS_USERNAME.env, gcs.username_secret))
+    return env
+
+
 def build_env(cluster: ClusterModel, group: NodeGroup) -> list[dict[str, Any]]:
     memory, plan, head = group.memory, group.plan, group.role == names.HEAD
     env = [
@@ -73,6 +92,7 @@ def build_env(cluster: ClusterModel, group: NodeGroup) -> list[dict[str, Any]]:
         _value(S.REDIS_PORT.env, names.PORT_REDIS[1]),
         _value(S.HEALTH_PORT.env, names.PORT_HEALTH[1]),
         _value(S.RAY_TEMP_DIR.env, names.RAY_TEMP_DIR),
+        *gcs_env(cluster),
     ]
     cpus = num_cpus_env(group)
     if cpus is not None:

@@ -17,7 +17,7 @@ import asyncio
 import base64
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
 import redis.asyncio as aioredis
@@ -42,7 +42,11 @@ TARGET_TTL_S = 60.0
 class RedisTarget:
     host: str
     port: int
-    password: str | None
+    password: str | None = field(repr=False)
+    # With GCS fault tolerance: the external Redis, its ACL user, and the stream under the
+    # cluster's namespace prefix (rayguard_node.contract.gcs).
+    username: str | None = None
+    stream_key: str = STREAM_KEY
 
 
 def redis_target(service: Mapping[str, Any] | None, secret: Mapping[str, Any] | None,
@@ -116,9 +120,11 @@ async def follow(
                 # One immediate retry (a pooled connection the server dropped), not redis-py's
                 # own backoff: this loop's backoff is the one that says the head is down.
                 client = aioredis.Redis(host=where.host, port=where.port, password=where.password,
+                                        username=where.username,
                                         socket_connect_timeout=2, socket_timeout=BLOCK_MS / 1000 + 3,
                                         retry=Retry(NoBackoff(), 1))
-            raw = await client.xread({STREAM_KEY: last_id}, count=BATCH, block=BLOCK_MS)
+            assert where is not None
+            raw = await client.xread({where.stream_key: last_id}, count=BATCH, block=BLOCK_MS)
             if down_since_logged:
                 log.info("%s: head Redis reachable again; reading reports after %s", label, last_id)
                 down_since_logged = False

@@ -54,7 +54,7 @@ def head_replaceable(cluster: ClusterModel, head: dict[str, Any]) -> bool:
     if kind == RECREATE:
         return True
     if kind == ROLLING_UPDATE:
-        return cluster.gcs_fault_tolerance or never_started(head)
+        return cluster.gcs is not None or never_started(head)
     return False
 
 

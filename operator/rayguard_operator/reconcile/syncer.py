@@ -30,6 +30,7 @@ from rayguard_operator.errors import KubeApiError, SpecError
 from rayguard_operator.kube.caller import RECONCILE, RESYNC, calling_as
 from rayguard_operator.kube.protocols import SyncerApi
 from rayguard_operator.locks import ClusterLocks
+from rayguard_operator.manifests.service import FIELD_MANAGER, needs_recreate
 from rayguard_operator.metrics import OperatorMetrics
 from rayguard_operator.reconcile.cache import ClusterCache, overlay
 from rayguard_operator.spec.model import ClusterModel, parse_cluster
@@ -194,7 +195,7 @@ class Syncer:
         deleted: dict[str, str] = {}
         for action in actions:
             try:
-                changed, obj = self._apply(cluster, action)
+                changed, obj = self._apply(cluster, action, body, observed.service)
             except KubeApiError as error:
                 failure = str(error)
                 break
@@ -222,14 +223,36 @@ class Syncer:
             self._event(body, note)
         return SyncResult(valid=True, actions=tuple(done), status_patched=patched, error=failure)
 
-    def _apply(self, cluster: ClusterModel, action: Action) -> tuple[bool, dict[str, Any] | None]:
+    def _apply(self, cluster: ClusterModel, action: Action, body: dict[str, Any],
+               service: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
         """(whether it changed anything, the object the server returned)."""
+        if action.kind == "Service":  # created or drifted: applied either way
+            return True, self._apply_service(cluster, action, body, service)
         if action.verb == "create":
             obj = self.api.create(action.body or {})
             return obj is not None, obj
         if action.verb == "patch":
             return True, self.api.patch(action.kind, cluster.namespace, action.name, action.body or {})
         return self.api.delete_pod(cluster.namespace, action.name), None
+
+    # --- the head Service: server-side apply, and delete first for a headless switch ---------
+
+    def _apply_service(self, cluster: ClusterModel, action: Action, body: dict[str, Any],
+                       actual: dict[str, Any] | None) -> dict[str, Any]:
+        """Server-side apply of the head Service as field manager `rayguard`, forced: the
+        server keeps what other managers own, and drops what rayguard applied before and no
+        longer does (manifests/service.py). clusterIP is immutable, so switching
+        spec.head.service.headless deletes the Service (that very one, by uid) first."""
+        desired = action.body or {}
+        if needs_recreate(desired, actual):
+            assert actual is not None
+            self.api.delete_service(cluster.namespace, action.name, actual["metadata"].get("uid"))
+            note = events.EventNote(events.NORMAL, events.DELETED,
+                                    f"Deleted Service {action.name}: spec.head.service.headless changed and"
+                                    " clusterIP is immutable; it is created again")
+            log.info("RayCluster %s/%s: %s", cluster.namespace, cluster.name, note.message)
+            self._event(body, note)
+        return self.api.apply(desired, FIELD_MANAGER)
 
     def _remember(self, cluster: ClusterModel, uid: str, action: Action, obj: dict[str, Any] | None,
                   created: dict[str, dict[str, Any]], deleted: dict[str, str]) -> None:
@@ -263,6 +286,10 @@ class Syncer:
         if self.cache is not None:  # the status now, as a merge patch leaves it
             self.cache.learn(meta["namespace"], meta["name"], meta.get("uid", ""), status={**current, **desired})
         return bool(patch)
+
+    def post_event(self, body: dict[str, Any], note: events.EventNote) -> None:
+        """An Event about the RayCluster `body`, for the handlers; best effort, as `_event`."""
+        self._event(body, note)
 
     def _event(self, body: dict[str, Any], note: events.EventNote) -> None:
         """Best effort: a refused event is logged, never a reason to stop reconciling."""

@@ -27,8 +27,10 @@ from rayguard_operator import names
 from rayguard_operator.errors import SpecError
 from rayguard_operator.spec.quota import QuotaSpec, parse_quota
 from rayguard_operator.spec.accelerators import parse_accelerators
-from rayguard_operator.spec.upgrade import UpgradeStrategy, gcs_fault_tolerant, parse_upgrade_strategy
+from rayguard_operator.spec.upgrade import UpgradeStrategy, parse_upgrade_strategy
+from rayguard_operator.spec.gcs import GcsFaultTolerance, parse_gcs
 from rayguard_operator.spec.profiling import ProfilingSpec, parse_profiling
+from rayguard_operator.spec.service import HeadServiceSpec, parse_head_service
 from rayguard_operator.spec.overlay import check_overlay, check_pod_security
 from rayguard_operator.settings import OperatorSettings
 
@@ -48,8 +50,7 @@ REPLICAS_DEFAULT, MIN_REPLICAS_DEFAULT, MAX_REPLICAS_DEFAULT = 1, 0, 1000
 # of a group, and the sum of replicas over the groups. Checked here too, for objects stored
 # before the CRD had them.
 MAX_GROUP_REPLICAS, MAX_CLUSTER_WORKERS = 1000, 1000
-# rayStartParams keys that rayguard sets itself: the plan's, the supervisor's, and the ports
-# the head Service and the container ports are built with.
+# rayStartParams keys rayguard sets itself: the plan's, the supervisor's, and the head Service's and pod's ports.
 FIXED_PORT_FLAGS = {"port", "dashboard-port", "ray-client-server-port", "metrics-export-port"}
 RESERVED_RAY_FLAGS = frozenset(OWNED_FLAGS | FIXED_PORT_FLAGS)
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -118,7 +119,8 @@ class ClusterModel:
     worker_groups: tuple[NodeGroup, ...]
     quota: QuotaSpec = QuotaSpec()
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
-    gcs_fault_tolerance: bool = False  # spec.gcsFaultTolerance names an external Redis
+    head_service: HeadServiceSpec = HeadServiceSpec()  # spec.head.service (spec/service.py)
+    gcs: GcsFaultTolerance | None = None  # spec.gcsFaultTolerance: Ray's GCS on an external Redis
 
     @property
     def groups(self) -> tuple[NodeGroup, ...]:
@@ -134,8 +136,8 @@ class ClusterModel:
 # Fields the CRD defines, per object. The API server prunes (or, strictly, refuses) others;
 # render must not silently drop a misspelt field either.
 SPEC_FIELDS = {"image", "head", "workerGroups", "memory", "gcsFaultTolerance", "upgradeStrategy"}
-HEAD_FIELDS = {"resources", "numCpus", "numGpus", "rayStartParams", "rayResources", "image", "template", "memory"}
-GROUP_FIELDS = HEAD_FIELDS - {"numGpus"} | {"name", "replicas", "minReplicas", "maxReplicas"}
+HEAD_FIELDS = {"resources", "numCpus", "numGpus", "rayStartParams", "rayResources", "image", "template", "memory", "service"}
+GROUP_FIELDS = HEAD_FIELDS - {"numGpus", "service"} | {"name", "replicas", "minReplicas", "maxReplicas"}
 RESOURCES_FIELDS = {"limits", "requests"}
 
 
@@ -286,7 +288,7 @@ def _memory(layers: list[tuple[Any, str]]) -> MemorySettings:
 
 
 def _plan(role: str, resources: Resources, memory: MemorySettings, num_cpus: int | None,
-          path: str) -> tuple[MemoryPlan, list[str]]:
+          path: str, external_redis: bool = False) -> tuple[MemoryPlan, list[str]]:
     limit_path = f"{path}.resources.limits.memory"
     if role == names.HEAD and memory.object_store_fraction + memory.redis_fraction >= 1:
         set_here = [f for f in ("object_store_fraction", "redis_fraction") if f in memory.explicit]
@@ -304,7 +306,7 @@ def _plan(role: str, resources: Resources, memory: MemorySettings, num_cpus: int
         object_store_bytes=memory.object_store_bytes, redis_fraction=memory.redis_fraction,
         redis_max_bytes=memory.redis_max_bytes, heap_fraction=memory.heap_fraction,
         usage_threshold=memory.usage_threshold, monitor_refresh_ms=memory.monitor_refresh_ms,
-        num_cpus=num_cpus)
+        num_cpus=num_cpus, external_redis=external_redis)
     facts = NodeFacts(limit_bytes=resources.memory_limit_bytes, limit_source="pod-spec",
                       cpu_limit=resources.cpu_limit, shm_free_bytes=None, ray_sees_limit=True)
     try:
@@ -324,7 +326,7 @@ def _image(data: Mapping[str, Any], path: str) -> str | None:
     return image
 
 
-def _group(role: str, data: Any, path: str, cluster_memory: Any) -> NodeGroup:
+def _group(role: str, data: Any, path: str, cluster_memory: Any, external_redis: bool = False) -> NodeGroup:
     data = _obj(data, path, required=True)
     _known(data, path, HEAD_FIELDS if role == names.HEAD else GROUP_FIELDS)
     if role == names.HEAD:
@@ -351,7 +353,7 @@ def _group(role: str, data: Any, path: str, cluster_memory: Any) -> NodeGroup:
     resources, warnings = _resources(data.get("resources"), f"{path}.resources")
     layers = [(cluster_memory, "spec.memory"), (data.get("memory"), f"{path}.memory")]
     memory = _memory(layers)
-    plan, plan_warnings = _plan(role, resources, memory, num_cpus, path)
+    plan, plan_warnings = _plan(role, resources, memory, num_cpus, path, external_redis)
     accelerators = parse_accelerators(role, data, path, resources.limits,
                                       _ray_start_params(data.get("rayStartParams"), f"{path}.rayStartParams"))
     return NodeGroup(
@@ -368,13 +370,13 @@ def parse_cluster(body: Mapping[str, Any], settings: OperatorSettings) -> Cluste
     name = metadata.get("name")
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > 50:
         raise SpecError("metadata.name", f"expected a DNS-1035 label of at most 50 characters, found {name!r}")
-    spec = _obj(body.get("spec"), "spec", required=True)
+    spec, uid = _obj(body.get("spec"), "spec", required=True), str(metadata.get("uid") or "")
     _known(spec, "spec", SPEC_FIELDS)
     image = spec.get("image", settings.node_image)
     if not isinstance(image, str) or not image:
         raise SpecError("spec.image", "expected an image reference")
-    cluster_memory = _obj(spec.get("memory"), "spec.memory")
-    head = _group(names.HEAD, spec.get("head"), "spec.head", cluster_memory)
+    cluster_memory, gcs = _obj(spec.get("memory"), "spec.memory"), parse_gcs(spec.get("gcsFaultTolerance"), uid)
+    head = _group(names.HEAD, spec.get("head"), "spec.head", cluster_memory, external_redis=gcs is not None)
     raw_groups = spec.get("workerGroups") or []
     if not isinstance(raw_groups, list):
         raise SpecError("spec.workerGroups", "expected a list")
@@ -389,11 +391,10 @@ def parse_cluster(body: Mapping[str, Any], settings: OperatorSettings) -> Cluste
                                              f" {MAX_CLUSTER_WORKERS}, found {sum(g.replicas for g in workers)}")
     for group in (head, *workers):  # the overlay merged into rayguard's pod, at the operator's level
         check_pod_security(group.template, f"{group.path}.template", settings.pod_security)
-    generation = metadata.get("generation")
     return ClusterModel(
-        name=name, namespace=str(metadata.get("namespace") or "default"), uid=str(metadata.get("uid") or ""),
-        generation=generation if isinstance(generation, int) else 0, image=image,
-        head=head, worker_groups=tuple(workers),
+        name=name, namespace=str(metadata.get("namespace") or "default"), uid=uid,
+        generation=generation if isinstance(generation := metadata.get("generation"), int) else 0, image=image,
+        head=head, worker_groups=tuple(workers), head_service=parse_head_service(spec["head"].get("service")),
         quota=parse_quota(cluster_memory.get("quota"), "spec.memory.quota"),
         upgrade_strategy=parse_upgrade_strategy(spec.get("upgradeStrategy")),
-        gcs_fault_tolerance=gcs_fault_tolerant(spec.get("gcsFaultTolerance")))
+        gcs=gcs)

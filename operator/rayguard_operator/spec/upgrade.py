@@ -1,5 +1,5 @@
 """spec.upgradeStrategy: how pods whose template is out of date are replaced, and whether the
-head may be (spec.gcsFaultTolerance). The reconciler's rollout step (`reconcile/rollout.py`)
+head may be (with spec.gcsFaultTolerance, `spec/gcs.py`). The reconciler's rollout step (`reconcile/rollout.py`)
 acts on it."""
 
 from __future__ import annotations
@@ -38,8 +38,3 @@ def parse_upgrade_strategy(data: Any, path: str = "spec.upgradeStrategy") -> Upg
         raise SpecError(f"{path}.type", f"must be one of {', '.join(STRATEGY_TYPES)}, found {kind!r}")
     return UpgradeStrategy(str(kind))
 
-
-def gcs_fault_tolerant(data: Any) -> bool:
-    """Whether spec.gcsFaultTolerance is configured: it names an external Redis (the CRD:
-    "Empty means off"). Its shape is the CRD's to check; anything else counts as off."""
-    return isinstance(data, Mapping) and bool(data.get("redisAddress"))

@@ -103,17 +103,24 @@ def api_rights(source: str | None = None) -> set[Right]:
             return list(tables[expr.value.attr].values())
         raise AssertionError(f"cannot tell which client method {ast.unparse(expr)} names")
 
-    uses: list[tuple[type, str, list[ast.expr]]] = []
+    def applies(call: ast.Call) -> bool:
+        """A server-side apply (`_content_type=APPLY_PATCH`): a PATCH that creates a missing
+        object, so the API server also asks for `create`."""
+        return any(k.arg == "_content_type" and eval(compile(ast.Expression(k.value), "api.py", "eval"),  # noqa: S307
+                                                     scope) == "application/apply-patch+yaml"
+                   for k in call.keywords)
+
+    uses: list[tuple[type, str, list[ast.expr], bool]] = []
     for call in (n for n in ast.walk(cls) if isinstance(n, ast.Call)):
         for index, expr in enumerate([call.func, *call.args]):
             following = call.args if index == 0 else call.args[index:]
             if isinstance(expr, ast.Attribute) and (client := client_of(expr.value)):
-                uses.append((clients[client], expr.attr, following))  # self.core.read_...
+                uses.append((clients[client], expr.attr, following, applies(call)))  # self.core.read_...
             elif (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
                   and expr.func.id == "getattr" and (client := client_of(expr.args[0]))):
-                uses += [(clients[client], m, following) for m in method_names(expr.args[1])]
+                uses += [(clients[client], m, following, applies(call)) for m in method_names(expr.args[1])]
     rights = set()
-    for client, method, args in uses:
+    for client, method, args, apply in uses:
         http_method, template = _http_call(client, method)
         bound = inspect.signature(getattr(client, method)).bind_partial(None, *args).arguments
         values: dict[str, str] = {}
@@ -123,6 +130,8 @@ def api_rights(source: str | None = None) -> set[Right]:
         path = re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(1)), template)
         attrs = request_attributes(http_method, path)
         rights.add((attrs.group, attrs.full_resource, attrs.verb))
+        if apply:
+            rights.add((attrs.group, attrs.full_resource, "create"))
     return rights
 
 
@@ -209,6 +218,7 @@ def test_the_derivation_reads_every_kind_of_call_in_api_py() -> None:
     assert ("", "secrets", "get") in rights  # self.core.read_namespaced_secret, via self._get
     assert ("", "pods", "create") in rights  # getattr(self.core, self._CREATE[kind])
     assert ("", "events", "patch") in rights  # getattr(self.core, self._PATCH[kind])
+    assert ("", "services", "create") in rights  # self.core.patch_namespaced_service, _content_type=APPLY_PATCH
     assert (names.GROUP, f"{names.PLURAL}/status", "patch") in rights  # custom objects, by their group
     assert (names.GROUP, names.PLURAL, "get") in rights
     assert all(verb != "get" for group, resource, verb in rights if resource == "events")
@@ -223,6 +233,15 @@ def test_the_derivation_follows_the_code() -> None:
         "        return self.custom.list_cluster_custom_object(names.GROUP, names.VERSION, names.PLURAL,"
         " watch=True)\n")
     assert api_rights(more) - api_rights() == {("", "secrets", "list"), (names.GROUP, names.PLURAL, "list")}
+    applied = source + (
+        "\n    def apply_config_map(self, obj):\n"
+        "        return self._call('apply', 'ConfigMap', self.core.patch_namespaced_config_map, 'n', 'ns', obj,"
+        " _content_type=APPLY_PATCH)\n"
+        "\n    def patch_endpoints(self, obj):\n"
+        "        return self._call('patch', 'Endpoints', self.core.patch_namespaced_endpoints, 'n', 'ns', obj,"
+        " _content_type=MERGE_PATCH)\n")
+    assert api_rights(applied) - api_rights() == {("", "configmaps", "patch"), ("", "configmaps", "create"),
+                                                  ("", "endpoints", "patch")}  # a merge patch: no create
 
 
 def test_what_kopf_needs_follows_the_handlers_and_the_scope() -> None:
@@ -343,15 +362,16 @@ def test_rendered_rbac_is_exactly_what_the_operator_uses(mode: str) -> None:
 
 def test_the_review_findings_stay_fixed() -> None:
     """Events get no `get` (the aggregator creates, and patches on 409); Secrets only get and
-    create, never list or watch (that would read every Secret in the cluster)."""
+    create, never list or watch (that would read every Secret in the cluster); Services are
+    never listed or watched (deleted only for a headless switch)."""
     for args in ((), ("--set", "namespaced=true")):
         for doc in helm_template(*args):
             if doc["kind"] in ("Role", "ClusterRole"):
                 rights = granted(doc["rules"])
                 assert {v for g, r, v in rights if (g, r) == ("", "events")} in ({"create", "patch"}, set())
                 assert {v for g, r, v in rights if (g, r) == ("", "secrets")} in ({"get", "create"}, set())
-                assert not any(r in ("services", "secrets") and v in ("list", "watch", "delete")
-                               for _, r, v in rights)
+                assert not any((r == "secrets" and v == "delete") or (r in ("services", "secrets") and v in
+                                                                      ("list", "watch")) for _, r, v in rights)
 
 
 def test_namespaced_mode_grants_nothing_outside_the_watched_namespaces() -> None:

@@ -15,8 +15,10 @@ from rayguard_operator.spec.model import ClusterModel, parse_cluster
 from rayguard_operator.reconcile import actions as actions_module
 from rayguard_operator.reconcile.actions import Action, Observed, plan_actions
 from rayguard_operator.reconcile.pods import scale_down_order
+from rayguard_operator.manifests.service import FIELD_MANAGER, build_head_service
 from rayguard_operator.settings import OperatorSettings
 from tests.paths import REPO_ROOT
+from testkit.kube.apply import server_side_apply
 
 REPO = REPO_ROOT
 
@@ -51,7 +53,9 @@ class World:
 
     def apply(self, actions: list[Action]) -> None:
         for action in actions:
-            if action.verb == "create":
+            if action.kind == "Service":  # the syncer applies it, server-side, either way
+                self.service = server_side_apply(self.service, action.body, FIELD_MANAGER, True, "v1", "2030-01-01T00:00:00Z")
+            elif action.verb == "create":
                 obj = copy.deepcopy(action.body)
                 obj["metadata"]["creationTimestamp"] = f"2030-01-01T00:00:{next(self.clock):02d}Z"
                 if action.kind == "Pod":
@@ -61,8 +65,6 @@ class World:
                     setattr(self, action.kind.lower(), obj)
             elif action.verb == "delete":
                 del self.pods[action.name]
-            elif action.verb == "patch":
-                self.service = {**self.service, "spec": {**self.service["spec"], **action.body["spec"]}}  # type: ignore[index]
 
     def sync(self, cluster: ClusterModel) -> list[Action]:
         actions = self.plan(cluster)
@@ -171,7 +173,10 @@ def test_service_drift_is_patched() -> None:
     world.service["spec"]["clusterIP"] = "10.0.0.7"  # type: ignore[index]  # the server's, ignored
     [patch] = world.plan(cluster)
     assert (patch.verb, patch.kind) == ("patch", "Service")
-    assert patch.body == {"spec": {"selector": {"extra": None, **names.head_selector("minimal")}}}
+    assert patch.body == build_head_service(cluster)  # the apply configuration: the selector is atomic
+    world.apply([patch])
+    assert world.service["spec"]["selector"] == names.head_selector("minimal")  # type: ignore[index]
+    assert world.plan(cluster) == []
 
 
 FAULT_TOLERANT = {"redisAddress": "redis.example:6379"}

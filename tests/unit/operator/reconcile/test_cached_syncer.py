@@ -160,7 +160,7 @@ def test_a_child_deleted_behind_the_operators_back_is_made_again_at_the_resync()
     syncer.sync(NS, NAME)
     assert api.calls == []
     syncer.sync(NS, NAME, fresh=True)
-    assert ("create", "Service", SERVICE) in api.calls
+    assert ("apply", "Service", SERVICE) in api.calls
     api.calls.clear()
     syncer.sync(NS, NAME)
     assert api.calls == []

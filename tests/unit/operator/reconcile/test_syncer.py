@@ -18,12 +18,13 @@ from rayguard_operator.reconcile.syncer import Syncer, SyncResult
 from rayguard_operator.spec.model import MAX_GROUP_REPLICAS
 from rayguard_operator.settings import OperatorSettings
 from tests.paths import REPO_ROOT
+from testkit.kube.apply import server_side_apply
 
 NS, NAME = "default", "demo"
 NOW = "2030-01-01T00:00:00Z"
 SECRET, SERVICE = names.secret_name(NAME), names.head_service_name(NAME)
 HEAD_POD, CPU_POD = f"{names.head_pod_prefix(NAME)}p0001", f"{names.worker_pod_prefix(NAME, 'cpu')}p0001"
-WRITES = ("create", "patch", "delete_pod", "patch_cluster_status")
+WRITES = ("create", "patch", "delete_pod", "patch_cluster_status", "apply", "delete_service")
 
 
 def cluster_body() -> dict[str, Any]:
@@ -114,6 +115,23 @@ class FakeApi:
         merge(self.objects[(kind, name)], patch)
         return copy.deepcopy(self.objects[(kind, name)])
 
+    def apply(self, obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
+        """Server-side apply with the emulator's semantics (testkit/kube/apply.py), forced."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        self.calls.append(("apply", kind, name))
+        self._check("apply", kind, name)
+        live = self.objects.get((kind, name))
+        stored = server_side_apply(copy.deepcopy(live), obj, field_manager, True, "v1", NOW)
+        if live is None:
+            stored["metadata"]["uid"] = f"uid-{kind}-{next(self.clock)}"
+        self.objects[(kind, name)] = stored
+        return copy.deepcopy(stored)
+
+    def delete_service(self, namespace: str, name: str, uid: str | None = None) -> bool:
+        self.calls.append(("delete_service", name))
+        self._check("delete", "Service", name)
+        return self.objects.pop(("Service", name), None) is not None
+
     def delete_pod(self, namespace: str, name: str) -> bool:
         self.calls.append(("delete_pod", name))
         self._check("delete", "Pod", name)
@@ -145,7 +163,7 @@ def test_first_pass_reads_then_creates_each_child_with_its_event_then_writes_sta
         ("list_pods", f"{names.LABEL_CLUSTER}={NAME}"),
         # Each applied action is followed at once by its Normal event.
         ("create", "Secret", SECRET), ("event", "Normal", "Created"),
-        ("create", "Service", SERVICE), ("event", "Normal", "Created"),
+        ("apply", "Service", SERVICE), ("event", "Normal", "Created"),
         ("create", "Pod", HEAD_POD), ("event", "Normal", "Created"),
         ("create", "Pod", CPU_POD), ("event", "Normal", "Created"),
         # Pods are read again after the actions, and status is written last.
@@ -229,7 +247,7 @@ def test_a_refused_write_stops_the_pass_writes_failed_status_then_one_warning() 
     result = syncer.sync(NS, NAME)
     assert api.writes() == [
         ("create", "Secret", SECRET), ("event", "Normal", "Created"),
-        ("create", "Service", SERVICE), ("event", "Normal", "Created"),
+        ("apply", "Service", SERVICE), ("event", "Normal", "Created"),
         ("create", "Pod", HEAD_POD),  # refused: the worker pod after it is not tried
         ("patch_cluster_status", NAME),
         ("event", "Warning", "ReconcileFailed"),
@@ -368,7 +386,8 @@ def protocol_methods(protocol: type) -> list[str]:
 
 def test_kube_api_and_the_fake_satisfy_the_protocols_with_the_same_parameters() -> None:
     assert protocol_methods(SyncerApi) == ["get_cluster", "patch_cluster_status", "get_secret", "get_service",
-                                           "list_pods", "create", "patch", "delete_pod"]
+                                           "list_pods", "create", "patch", "delete_pod", "apply",
+                                           "delete_service"]
     for protocol in (SyncerApi, TrackerApi, EventApi):
         assert issubclass(KubeApi, protocol)
         for method in protocol_methods(protocol):

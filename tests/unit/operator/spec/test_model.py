@@ -214,4 +214,4 @@ def test_gcs_fault_tolerance_is_configured_when_it_names_a_redis(fault_tolerance
     if fault_tolerance is not None:
         body["spec"]["gcsFaultTolerance"] = fault_tolerance
     assert validate_against_crd(body) == []
-    assert parse_cluster(body, SETTINGS).gcs_fault_tolerance is configured
+    assert (parse_cluster(body, SETTINGS).gcs is not None) is configured
