@@ -70,7 +70,9 @@ def test_rolling_update_without_fault_tolerance_keeps_the_head_and_warns_once(op
 
     # The workers go one at a time (each once its predecessor is ready); the head stays.
     for step in (1, 2):
-        operator.wait(lambda: len(set(workers) - set(ids(operator, "cpu"))) == step, f"worker {step} replaced")
+        # Replaced: the old pod gone and its replacement there (it may come a pass later).
+        operator.wait(lambda: len(set(workers) - set(ids(operator, "cpu"))) == step
+                      and len(ids(operator, "cpu")) == len(workers), f"worker {step} replaced")
         ready_new_pods(operator, {**head, **workers})
     operator.wait(lambda: operator.status("minimal").get("outdatedPods") == 1, "only the head outdated")
     held = operator.condition("minimal", "HeadOutdated")
@@ -86,7 +88,7 @@ def test_rolling_update_without_fault_tolerance_keeps_the_head_and_warns_once(op
     assert all(image_of(p) == NEW_IMAGE for p in operator.pods("minimal", "cpu"))
     [warning] = operator.events(reason="HeadOutdated", cluster="minimal")  # once, not every pass
     assert warning["type"] == "Warning" and warning["message"] == held["message"]
-    assert operator.status("minimal")["phase"] == "Ready"
+    operator.wait(lambda: operator.status("minimal").get("phase") == "Ready", "phase Ready with the head held back")
 
     # The user applies it: the new head has the new image, and the condition clears.
     operator.delete_pod(name)
