@@ -113,7 +113,13 @@ def _follow_once(target: RedisTarget, timeout_s: float = 20) -> list[str]:
     return seen
 
 
+def say(started: float, line: str) -> None:
+    """A step of the run, for `pytest -s` (README, "GCS fault tolerance", shows one)."""
+    print(f"[{time.monotonic() - started:6.1f}s] {line}", flush=True)
+
+
 def test_a_fault_tolerant_head_is_killed_and_restarted_and_the_cluster_carries_on(make_redis_server):
+    started = time.monotonic()
     external = make_redis_server(maxmemory_bytes=256 * MiB)
     namespace = str(uuid.uuid4())
     prefix = key_prefix(namespace)
@@ -128,11 +134,13 @@ def test_a_fault_tolerant_head_is_killed_and_restarted_and_the_cluster_carries_o
               "RAYGUARD_GCS_STORAGE_NAMESPACE": namespace}
     head_dir, gcs_port = short_temp_dir(), free_port()
     head_env = {**ft_env, "RAYGUARD_RAY_START_PARAMS": _head_params(gcs_port)}
+    say(started, f"external Redis 127.0.0.1:{external.port}; storage namespace {namespace}")
     head = start_node("head", None, temp_dir=head_dir, env=head_env)
     head.gcs_port = gcs_port
     nodes = [head]
     try:
         head.wait_ready()
+        say(started, f"head ready (pid {head.process.pid}), GCS on port {gcs_port}, no redis-server of its own")
         # The head started no redis-server: its reports and ledger are in the external Redis.
         assert "redis-server" not in _descendant_names(head.process.pid)
         assert "starting redis" not in head.log().lower()
@@ -141,8 +149,11 @@ def test_a_fault_tolerant_head_is_killed_and_restarted_and_the_cluster_carries_o
                             env={**ft_env, "RAYGUARD_NUM_CPUS": "1", "RAYGUARD_REDIS_PASSWORD_FILE": ""})
         nodes.append(worker)
         worker.wait_ready()
+        say(started, f"worker ready (pid {worker.process.pid})")
         made = run_driver(head, MAKE_ACTOR.format(address=head.address), timeout_s=180)
         assert _actor(made.stdout)[0] == 1, made.stdout + made.stderr
+        say(started, f"detached actor 'keeper': incr() -> count {_actor(made.stdout)[0]}, actor pid {_actor(made.stdout)[1]}")
+        say(started, f"keys under {prefix}: {sum(1 for _ in client.scan_iter(match=prefix + '*'))}")
         # Ray's GCS tables are in the external Redis under the namespace.
         assert any(k.startswith(prefix.encode()) and b"rayguard" not in k
                    for k in client.scan_iter(match=prefix + "*"))
@@ -155,8 +166,10 @@ def test_a_fault_tolerant_head_is_killed_and_restarted_and_the_cluster_carries_o
         sink.flush_pending()
         assert sink.pending_count == 0
 
+        say(started, f"report {report.id} written to {prefix}{STREAM_KEY}")
         _kill_tree(head.process.pid, str(head_dir))
         assert head.process.poll() is not None
+        say(started, "SIGKILL to the head's whole process tree (runtime, raylet, gcs_server, ...)")
         gone = [p.info["cmdline"][0] for p in psutil.process_iter(["cmdline"])
                 if any(str(head_dir) in part for part in p.info["cmdline"] or ())]
         assert gone == [], gone
@@ -166,14 +179,18 @@ def test_a_fault_tolerant_head_is_killed_and_restarted_and_the_cluster_carries_o
         restarted.gcs_port = gcs_port
         nodes.append(restarted)
         restarted.wait_ready()
+        say(started, f"new head ready (pid {restarted.process.pid}), fresh temp dir, same GCS port")
         reached = run_driver(head, REACH_ACTOR.format(address=restarted.address), timeout_s=180)
         count, _pid = _actor(reached.stdout)
+        say(started, f"ray.get_actor('keeper').incr() -> count {count}, actor pid {_pid}; worker pid"
+                     f" {worker.process.pid} still running")
         assert count == 2, "the detached actor kept its state: the same actor, not a new one"
         assert worker.process.poll() is None, "the worker reconnected to the restarted head"
 
         # The report survived the head and the operator's follower reads it from the namespace.
         target = RedisTarget("127.0.0.1", external.port, external.password, stream_key=prefix + STREAM_KEY)
         assert _follow_once(target) == [report.id]
+        say(started, f"the operator's follower read report {report.id} from the external stream")
         time.sleep(6)  # one ledger period: the nodes' samples are under the prefix too
         assert client.zcard(prefix + "rayguard:samples") > 0
     finally:
@@ -183,7 +200,9 @@ def test_a_fault_tolerant_head_is_killed_and_restarted_and_the_cluster_carries_o
                 _kill_tree(node.process.pid, str(node.temp_dir))
 
     # Deletion: exactly this namespace's keys go, in batches; the others stay.
-    assert delete_namespace(client, namespace, batch=3) > 3
+    removed = delete_namespace(client, namespace, batch=3)
+    say(started, f"cleanup: {removed} keys under {prefix} unlinked; other namespaces' keys left")
+    assert removed > 3
     assert list(client.scan_iter(match=prefix + "*")) == []
     assert client.hget(other + "KV", "x") == b"1" and client.xlen(other + STREAM_KEY) == 1
     assert client.get("unrelated") == b"1"
