@@ -16,6 +16,8 @@ One benchmark's:
   clusters with real head Redis servers, and the naive consumer, of `bench.oom_events`.
 - :mod:`bench.harness.replica_scale`: one cell (G groups of R replicas, batched or not) of
   `bench.reconcile --case replicas`.
+- :mod:`bench.harness.reconcile_report`: `bench.reconcile`'s results per cluster count, and
+  its table and details.
 
 Modules here never import a benchmark's own module: that runs as `__main__`.
 """

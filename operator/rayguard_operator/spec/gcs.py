@@ -11,11 +11,12 @@ RayCluster's uid; every key of the cluster in the Redis starts with `RAY<namespa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from rayguard_node.contract.gcs import address_problem, key_prefix, namespace_problem
 
 from rayguard_operator.errors import SpecError
+from rayguard_operator.spec.fields import known_object
 
 PATH = "spec.gcsFaultTolerance"
 FIELDS = {"redisAddress", "passwordSecret", "usernameSecret", "externalStorageNamespace"}
@@ -43,11 +44,7 @@ class GcsFaultTolerance:
 def _secret_ref(data: Any, path: str) -> SecretKeyRef | None:
     if data is None:
         return None
-    if not isinstance(data, Mapping):
-        raise SpecError(path, f"expected an object, found {type(data).__name__}")
-    for key in data:
-        if key not in SECRET_REF_FIELDS:
-            raise SpecError(f"{path}.{key}", "unknown field; known: name, key")
+    known_object(data, path, SECRET_REF_FIELDS)
     for key in ("name", "key"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise SpecError(f"{path}.{key}", "is required (a non-empty string)")
@@ -58,11 +55,7 @@ def parse_gcs(data: Any, uid: str) -> GcsFaultTolerance | None:
     """The fault tolerance settings, or None when off; a SpecError names the field."""
     if data is None:
         return None
-    if not isinstance(data, Mapping):
-        raise SpecError(PATH, f"expected an object, found {type(data).__name__}")
-    for key in data:
-        if key not in FIELDS:
-            raise SpecError(f"{PATH}.{key}", f"unknown field; known: {', '.join(sorted(FIELDS))}")
+    known_object(data, PATH, FIELDS)
     address = data.get("redisAddress")
     if not address:
         for key in ("passwordSecret", "usernameSecret", "externalStorageNamespace"):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from rayguard_node.contract.reports import ENFORCEMENTS, KILL
 
 from rayguard_operator.errors import SpecError
+from rayguard_operator.spec.fields import known_object, one_of
 
 QUOTA_FIELDS = {"enforcement", "tolerance", "graceSeconds"}
 MAX_TOLERANCE = 100.0
@@ -25,14 +26,9 @@ class QuotaSpec:
 def parse_quota(data: Any, path: str = "spec.memory.quota") -> QuotaSpec:
     if data is None:
         return QuotaSpec()
-    if not isinstance(data, Mapping):
-        raise SpecError(path, f"expected an object, found {type(data).__name__}")
-    for key in data:
-        if key not in QUOTA_FIELDS:
-            raise SpecError(f"{path}.{key}", f"unknown field; known: {', '.join(sorted(QUOTA_FIELDS))}")
+    known_object(data, path, QUOTA_FIELDS)
     enforcement = data.get("enforcement", KILL)
-    if enforcement not in ENFORCEMENTS:
-        raise SpecError(f"{path}.enforcement", f"must be one of {', '.join(ENFORCEMENTS)}, found {enforcement!r}")
+    one_of(enforcement, f"{path}.enforcement", ENFORCEMENTS)
     tolerance = data.get("tolerance", 1.2)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
             or not math.isfinite(tolerance) or not 1 <= tolerance <= MAX_TOLERANCE:

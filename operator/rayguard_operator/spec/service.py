@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from rayguard_operator import names
 from rayguard_operator.errors import SpecError
+from rayguard_operator.spec.fields import known_object, one_of
 
 CLUSTER_IP, NODE_PORT, LOAD_BALANCER = "ClusterIP", "NodePort", "LoadBalancer"
 SERVICE_TYPES = (CLUSTER_IP, NODE_PORT, LOAD_BALANCER)
@@ -61,11 +62,7 @@ def _port_number(value: Any, path: str) -> int:
 
 
 def _port(data: Any, path: str) -> ServicePort:
-    if not isinstance(data, Mapping):
-        raise SpecError(path, f"expected an object, found {type(data).__name__}")
-    for key in data:
-        if key not in PORT_FIELDS:
-            raise SpecError(f"{path}.{key}", f"unknown field; known: {', '.join(sorted(PORT_FIELDS))}")
+    known_object(data, path, PORT_FIELDS)
     name = data.get("name")
     if not isinstance(name, str) or not _PORT_NAME.match(name) or len(name) > 63:
         raise SpecError(f"{path}.name", f"expected a DNS label (lower-case letters, digits, '-'), found {name!r}")
@@ -80,8 +77,7 @@ def _port(data: Any, path: str) -> ServicePort:
     else:
         target = _port_number(target, f"{path}.targetPort")
     protocol = data.get("protocol", "TCP")
-    if protocol not in PROTOCOLS:
-        raise SpecError(f"{path}.protocol", f"must be one of {', '.join(PROTOCOLS)}, found {protocol!r}")
+    one_of(protocol, f"{path}.protocol", PROTOCOLS)
     return ServicePort(name, port, target, protocol)
 
 
@@ -89,14 +85,9 @@ def parse_head_service(data: Any, path: str = "spec.head.service") -> HeadServic
     """The head Service's settings, or a SpecError naming the field that cannot work."""
     if data is None:
         return HeadServiceSpec()
-    if not isinstance(data, Mapping):
-        raise SpecError(path, f"expected an object, found {type(data).__name__}")
-    for key in data:
-        if key not in SERVICE_FIELDS:
-            raise SpecError(f"{path}.{key}", f"unknown field; known: {', '.join(sorted(SERVICE_FIELDS))}")
+    known_object(data, path, SERVICE_FIELDS)
     kind = data.get("type", CLUSTER_IP)
-    if kind not in SERVICE_TYPES:
-        raise SpecError(f"{path}.type", f"must be one of {', '.join(SERVICE_TYPES)}, found {kind!r}")
+    one_of(kind, f"{path}.type", SERVICE_TYPES)
     headless = data.get("headless", False)
     if not isinstance(headless, bool):
         raise SpecError(f"{path}.headless", f"expected true or false, found {headless!r}")

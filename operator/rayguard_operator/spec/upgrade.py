@@ -5,9 +5,9 @@ acts on it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from rayguard_operator.errors import SpecError
+from rayguard_operator.spec.fields import known_object, one_of
 
 ROLLING_UPDATE, RECREATE, NONE = "RollingUpdate", "Recreate", "None"
 STRATEGY_TYPES = (ROLLING_UPDATE, RECREATE, NONE)
@@ -26,15 +26,10 @@ class UpgradeStrategy:
 def parse_upgrade_strategy(data: Any, path: str = "spec.upgradeStrategy") -> UpgradeStrategy:
     if data is None:
         return UpgradeStrategy()
-    if not isinstance(data, Mapping):
-        raise SpecError(path, f"expected an object, found {type(data).__name__}")
-    for key in data:
-        if key not in UPGRADE_STRATEGY_FIELDS:
-            raise SpecError(f"{path}.{key}", "unknown field; known: type")
+    known_object(data, path, UPGRADE_STRATEGY_FIELDS)
     kind = data.get("type")
     if kind is None:
         return UpgradeStrategy()
-    if kind not in STRATEGY_TYPES:
-        raise SpecError(f"{path}.type", f"must be one of {', '.join(STRATEGY_TYPES)}, found {kind!r}")
+    one_of(kind, f"{path}.type", STRATEGY_TYPES)
     return UpgradeStrategy(str(kind))
 
