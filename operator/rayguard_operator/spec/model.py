@@ -18,9 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from rayguard_node.errors import ImpossiblePlan, InvalidSetting
-from rayguard_node.sizing.plan import BudgetSettings, MemoryPlan, NodeFacts, make_plan
-from rayguard_node.sizing.quantity import parse_bytes, parse_cpus
+from rayguard_node.sizing.plan import MemoryPlan
 from rayguard_node.contract.ray_flags import OWNED_FLAGS, flag_field, flag_key_problems, shown_value
 
 from rayguard_operator import names
@@ -29,21 +27,13 @@ from rayguard_operator.spec.quota import QuotaSpec, parse_quota
 from rayguard_operator.spec.accelerators import parse_accelerators
 from rayguard_operator.spec.upgrade import UpgradeStrategy, parse_upgrade_strategy
 from rayguard_operator.spec.gcs import GcsFaultTolerance, parse_gcs
+from rayguard_operator.spec.memory import MemorySettings, Resources, _memory, _plan
 from rayguard_operator.spec.profiling import ProfilingSpec, parse_profiling
+from rayguard_operator.spec.readers import _bytes, _cpus, _int, _known, _obj
 from rayguard_operator.spec.service import HeadServiceSpec, parse_head_service
 from rayguard_operator.spec.overlay import check_overlay, check_pod_security
 from rayguard_operator.settings import OperatorSettings
 
-GiB = 1024**3
-# spec.memory defaults, as in the CRD: (field, default).
-MEMORY_DEFAULTS: dict[str, Any] = {
-    "usageThreshold": 0.95, "monitorRefreshMs": 250, "objectStoreFraction": 0.3,
-    "objectStoreMaxBytes": "20Gi", "objectStoreBytes": None, "redisFraction": 0.3,
-    "redisMaxBytes": "10Gi", "heapFraction": 0.5,
-}
-FLUSH_DEFAULTS: dict[str, Any] = {
-    "flushWhenAtLeastBytes": "2Gi", "flushPeriodSecs": 10, "flushNumEntriesEachTime": 10000,
-}
 HEAD_NUM_CPUS_DEFAULT = 0
 REPLICAS_DEFAULT, MIN_REPLICAS_DEFAULT, MAX_REPLICAS_DEFAULT = 1, 0, 1000
 # The scale caps, as in the CRD (README, "Scale caps"): replicas, minReplicas and maxReplicas
@@ -55,34 +45,6 @@ FIXED_PORT_FLAGS = {"port", "dashboard-port", "ray-client-server-port", "metrics
 RESERVED_RAY_FLAGS = frozenset(OWNED_FLAGS | FIXED_PORT_FLAGS)
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _GROUP = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-@dataclass(frozen=True)
-class MemorySettings:
-    """Effective memory knobs of one group, and where each came from (for error messages)."""
-
-    usage_threshold: float
-    monitor_refresh_ms: int
-    object_store_fraction: float
-    object_store_max_bytes: int
-    object_store_bytes: int | None
-    redis_fraction: float
-    redis_max_bytes: int
-    heap_fraction: float
-    flush_when_at_least_bytes: int
-    flush_period_secs: int
-    flush_num_entries_each_time: int
-    # Where each value came from (its spec path; spec.memory's for a default), and which were set.
-    sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
-    explicit: frozenset[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Resources:
-    limits: Mapping[str, str]
-    requests: Mapping[str, str]
-    memory_limit_bytes: int
-    cpu_limit: float | None
 
 
 @dataclass(frozen=True)
@@ -141,52 +103,6 @@ GROUP_FIELDS = HEAD_FIELDS - {"numGpus", "service"} | {"name", "replicas", "minR
 RESOURCES_FIELDS = {"limits", "requests"}
 
 
-def _known(data: Mapping[str, Any], path: str, allowed: set[str]) -> None:
-    for key in data:
-        if key not in allowed:
-            raise SpecError(f"{path}.{key}", "unknown field")
-
-
-# --- small typed readers -------------------------------------------------------------------
-
-def _obj(value: Any, path: str, required: bool = False) -> dict[str, Any]:
-    if value is None and not required:
-        return {}
-    if not isinstance(value, dict):
-        raise SpecError(path, "is required" if value is None else f"expected an object, found {type(value).__name__}")
-    return value
-
-
-def _int(data: Mapping[str, Any], key: str, path: str, default: int | None, minimum: int = 0) -> int | None:
-    value = data.get(key)
-    if value is None:  # absent or null: the API server drops a null and applies the default
-        value = default
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{path}.{key}", f"expected a whole number, found {value!r}")
-    if value < minimum:
-        raise SpecError(f"{path}.{key}", f"must be at least {minimum}, found {value}")
-    return value
-
-
-def _fraction(value: Any, path: str, upper_inclusive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(path, f"expected a number, found {value!r}")
-    if not (0 < value <= 1 if upper_inclusive else 0 < value < 1):
-        raise SpecError(path, f"must be in (0, 1{']' if upper_inclusive else ')'}, found {value}")
-    return float(value)
-
-
-def _bytes(value: Any, path: str) -> int:
-    if isinstance(value, float):
-        raise SpecError(path, f"expected a quantity such as 4Gi or a whole number, found {value!r}")
-    try:
-        return parse_bytes(value, path)
-    except InvalidSetting as error:
-        raise SpecError(path, str(error).split(": ", 1)[-1] + f" (found {value!r})") from None
-
-
 # --- parts ---------------------------------------------------------------------------------
 
 def _resources(data: Any, path: str) -> tuple[Resources, list[str]]:
@@ -214,15 +130,6 @@ def _resources(data: Any, path: str) -> tuple[Resources, list[str]]:
     return Resources(as_strings(limits), as_strings(requests), memory, cpu), warnings
 
 
-def _cpus(value: Any, path: str) -> float:
-    if isinstance(value, float):
-        value = str(value)
-    try:
-        return parse_cpus(value, path)
-    except InvalidSetting as error:
-        raise SpecError(path, str(error).split(": ", 1)[-1] + f" (found {value!r})") from None
-
-
 def _ray_start_params(data: Any, path: str) -> dict[str, str | int | bool]:
     params = _obj(data, path)
     # Keys are checked in Ray's own spelling (`NUM_CPUS` is `num-cpus`), as the runtime does.
@@ -233,91 +140,6 @@ def _ray_start_params(data: Any, path: str) -> dict[str, str | int | bool]:
             raise SpecError(flag_field(path, key), "values must be strings, integers or booleans,"
                                                    f" found {shown_value(key, value)!r}")
     return dict(params)
-
-
-_MEMORY_FIELDS = {
-    # CRD field: (model field, kind)
-    "usageThreshold": ("usage_threshold", "threshold"),
-    "monitorRefreshMs": ("monitor_refresh_ms", "int"),
-    "objectStoreFraction": ("object_store_fraction", "fraction"),
-    "objectStoreMaxBytes": ("object_store_max_bytes", "bytes"),
-    "objectStoreBytes": ("object_store_bytes", "bytes"),
-    "redisFraction": ("redis_fraction", "fraction"),
-    "redisMaxBytes": ("redis_max_bytes", "bytes"),
-    "heapFraction": ("heap_fraction", "fraction"),
-}
-_FLUSH_FIELDS = {
-    "flushWhenAtLeastBytes": ("flush_when_at_least_bytes", "bytes"),
-    "flushPeriodSecs": ("flush_period_secs", "positive"),
-    "flushNumEntriesEachTime": ("flush_num_entries_each_time", "positive"),
-}
-
-
-def _memory_value(kind: str, value: Any, path: str) -> Any:
-    if kind == "bytes":
-        return _bytes(value, path)
-    if kind in ("int", "positive"):
-        minimum = 1 if kind == "positive" else 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise SpecError(path, f"expected a whole number of at least {minimum}, found {value!r}")
-        return value
-    return _fraction(value, path, upper_inclusive=(kind == "threshold"))
-
-
-def _memory(layers: list[tuple[Any, str]]) -> MemorySettings:
-    """Field-by-field: the last layer that sets a field wins; absent fields take defaults."""
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    explicit: set[str] = set()
-    for table, defaults, sub in ((_MEMORY_FIELDS, MEMORY_DEFAULTS, ""), (_FLUSH_FIELDS, FLUSH_DEFAULTS, "flushPolicy")):
-        for key, (field, kind) in table.items():
-            chosen, where = defaults[key], f"spec.memory.{sub + '.' if sub else ''}{key}"
-            for data, path in layers:
-                data = _obj(data, path)
-                _known(data, path, set(_MEMORY_FIELDS) | {"flushPolicy", "profiling"}
-                       | ({"quota"} if path == "spec.memory" else set()))
-                if sub:
-                    _known(_obj(data.get(sub), f"{path}.{sub}"), f"{path}.{sub}", set(_FLUSH_FIELDS))
-                    data, path = _obj(data.get(sub), f"{path}.{sub}"), f"{path}.{sub}"
-                if data.get(key) is not None:
-                    chosen, where = data[key], f"{path}.{key}"
-                    explicit.add(field)
-            values[field] = None if chosen is None else _memory_value(kind, chosen, where)
-            sources[field] = where
-    return MemorySettings(**values, sources=sources, explicit=frozenset(explicit))
-
-
-def _plan(role: str, resources: Resources, memory: MemorySettings, num_cpus: int | None,
-          path: str, external_redis: bool = False) -> tuple[MemoryPlan, list[str]]:
-    limit_path = f"{path}.resources.limits.memory"
-    if role == names.HEAD and memory.object_store_fraction + memory.redis_fraction >= 1:
-        set_here = [f for f in ("object_store_fraction", "redis_fraction") if f in memory.explicit]
-        raise SpecError(memory.sources[(set_here or ["object_store_fraction"])[0]],
-                        f"objectStoreFraction ({memory.object_store_fraction}, {memory.sources['object_store_fraction']})"
-                        f" + redisFraction ({memory.redis_fraction}, {memory.sources['redis_fraction']}) must be below 1,"
-                        " or nothing is left for the head's heap")
-    if memory.object_store_bytes == 0:
-        raise SpecError(memory.sources["object_store_bytes"], "must be above 0 (leave it out to use the fraction)")
-    if memory.object_store_bytes is not None and memory.object_store_bytes >= resources.memory_limit_bytes:
-        raise SpecError(memory.sources["object_store_bytes"],
-                        f"the object store must fit in {limit_path} ({resources.limits['memory']})")
-    settings = BudgetSettings(
-        object_store_fraction=memory.object_store_fraction, object_store_max_bytes=memory.object_store_max_bytes,
-        object_store_bytes=memory.object_store_bytes, redis_fraction=memory.redis_fraction,
-        redis_max_bytes=memory.redis_max_bytes, heap_fraction=memory.heap_fraction,
-        usage_threshold=memory.usage_threshold, monitor_refresh_ms=memory.monitor_refresh_ms,
-        num_cpus=num_cpus, external_redis=external_redis)
-    facts = NodeFacts(limit_bytes=resources.memory_limit_bytes, limit_source="pod-spec",
-                      cpu_limit=resources.cpu_limit, shm_free_bytes=None, ray_sees_limit=True)
-    try:
-        plan = make_plan(role, facts, settings)
-    except ImpossiblePlan as error:  # named at the knob to blame when it was set, else the limit
-        knob_path = memory.sources.get(error.knob) if error.knob in memory.explicit else None
-        raise SpecError(knob_path or limit_path, str(error)) from None
-    warnings = [w for w in plan.warnings if not w.startswith("no CPU limit found")]
-    if role == names.WORKER and num_cpus is None and resources.cpu_limit is None:
-        warnings.append(f"{path}: no CPU limit and no numCpus; Ray takes num-cpus from the node it lands on")
-    return dataclasses.replace(plan, warnings=tuple(warnings)), warnings
 
 
 def _image(data: Mapping[str, Any], path: str) -> str | None:
