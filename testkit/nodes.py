@@ -117,12 +117,17 @@ class Node:
 
 def start_node(role: str, cgroup: MemoryCgroup | None, *, pod_view: bool = False,
                env: dict[str, str] | None = None, head: Node | None = None,
-               temp_dir: Path | None = None, dashboard_port: int | None = None) -> Node:
+               temp_dir: Path | None = None, dashboard_port: int | None = None,
+               replaces: Node | None = None) -> Node:
     """A `rayguard-node run` process. The head runs without Ray's dashboard unless
-    `dashboard_port` is given (the state API, which the quota path reads, needs it)."""
+    `dashboard_port` is given (the state API, which the quota path reads, needs it).
+    `replaces`: a stopped node whose ports this one takes (a head restarted behind its Service)."""
     temp_dir = temp_dir or short_temp_dir()
-    node = Node(role, cgroup, temp_dir, free_port(), head.gcs_port if head else free_port(),
-                head.redis_port if head else free_port())
+    if replaces is not None:
+        node = Node(role, cgroup, temp_dir, replaces.health_port, replaces.gcs_port, replaces.redis_port)
+    else:
+        node = Node(role, cgroup, temp_dir, free_port(), head.gcs_port if head else free_port(),
+                    head.redis_port if head else free_port())
     params: dict[str, object] = {"node-ip-address": "127.0.0.1",
                                  "dashboard-agent-listen-port": free_port(),
                                  "metrics-export-port": free_port()}

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rayguard_node.run.cli import add_run_parser  # the supervisor pulls in more; keep detect light
 
     add_run_parser(commands)
+    from rayguard_node.autoscaler.cli import add_autoscaler_parser
+
+    add_autoscaler_parser(commands)
     return parser
 
 
@@ -57,7 +60,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"detect": _cmd_detect, "plan": _cmd_plan, "run": args.__dict__.get("handler")}
+    handlers = {"detect": _cmd_detect, "plan": _cmd_plan, "run": args.__dict__.get("handler"),
+                "autoscaler": args.__dict__.get("handler")}
     try:
         return handlers[args.command](args)
     except RayguardError as error:

@@ -23,6 +23,7 @@ import asyncio
 import copy
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
@@ -32,9 +33,10 @@ import attrs
 import kmock
 from kmock._internal.rendering import StreamingError  # no public name for it in kmock 0.8
 
-from .rbac import Authorizer, Decision
-from .semantics import REASONS, api_error, field_value, parse_field_selector, parse_label_selector, \
-    parse_request, resource_of, selected
+from .escalation import RBAC_RESOURCES, LiveRbac, escalation_refusal, live_rbac
+from .rbac import Attributes, Authorizer, Decision, Policy, request_attributes
+from .semantics import REASONS, api_error, apply_patch, field_value, parse_field_selector, parse_label_selector, \
+    parse_path, parse_request, resource_of, selected
 from .store import ObjectStore, load_rayguard_crd
 
 WRITE_METHODS = frozenset({'POST', 'PUT', 'PATCH', 'DELETE'})
@@ -58,6 +60,10 @@ class ApiEmulator(ObjectStore):
     writes: list[Write] = attrs.field(factory=list, init=False)
     # None: everyone may do everything. Set it before serving, or from the server's loop.
     authorizer: Authorizer | None = attrs.field(default=None)
+    # Bearer tokens issued to ServiceAccounts created through the API (`issue_token`): token ->
+    # (namespace, name). A token stops working when its ServiceAccount is deleted.
+    service_account_tokens: dict[str, tuple[str, str]] = attrs.field(factory=dict, init=False)
+    _live_rbac_cache: tuple[int, LiveRbac] | None = attrs.field(default=None, init=False)
 
     def refused(self) -> list[Decision]:
         """Requests the authorizer refused (401 and 403), in order."""
@@ -119,14 +125,67 @@ class ApiEmulator(ObjectStore):
             await raw_response.write_eof()
             return raw_response
 
+    # --- RBAC made through the API (testkit/kube/escalation.py)
+
+    def issue_token(self, namespace: str, name: str) -> str:
+        """A bearer token for ServiceAccount `namespace/name`, which must exist: requests with it
+        are `system:serviceaccount:<namespace>:<name>`'s. Call it from the server's loop."""
+        if self._live((kmock.resource('v1/serviceaccounts'), namespace, name)) is None:
+            raise LookupError(f'no ServiceAccount {namespace}/{name}: create it first')
+        token = f'sa-{namespace}-{name}-{uuid.uuid4().hex[:12]}'
+        self.service_account_tokens[token] = (namespace, name)
+        self._live_rbac_cache = None  # the token counts from the next request on
+        return token
+
+    def live_rbac(self) -> LiveRbac:
+        """The RBAC objects, tokens and ServiceAccounts there are now (recomputed after a write)."""
+        if self._live_rbac_cache is None or self._live_rbac_cache[0] != self._revision:
+            docs, accounts = [], []
+            for (resource, namespace, name), obj in self._objects.items():
+                if obj.deleted:
+                    continue
+                if any(resource == r for r in RBAC_RESOURCES):  # equals its string, hashes apart
+                    docs.append(obj.raw)
+                elif resource == 'v1/serviceaccounts':
+                    accounts.append((namespace, name))
+            self._live_rbac_cache = (self._revision, live_rbac(docs, self.service_account_tokens, accounts))
+        return self._live_rbac_cache[1]
+
+    def _rbac_object(self, method: str, path: str, params: dict[str, str], data: Any,
+                     content_type: str) -> Any:
+        """What a write to an RBAC object would store (a patch applied to the object there is)."""
+        attributes: Attributes = request_attributes(method, path, params)
+        if attributes.group != 'rbac.authorization.k8s.io' or method not in {'POST', 'PUT', 'PATCH'}:
+            return None
+        if method != 'PATCH':
+            return data
+        info = parse_path(path)
+        key = (kmock.resource(f'{info.group}/{info.version}/{info.plural}'.lstrip('/')), info.namespace, info.name)
+        current = self._live(key)
+        if current is None or not isinstance(data, (dict, list)):
+            return None
+        try:
+            return apply_patch(current, data, content_type, strategic=True)
+        except kmock.KubernetesError:
+            return None  # the write itself will say what is wrong
+
     def _authorize(self, raw_request: aiohttp.web.BaseRequest, body: bytes) -> Decision | None:
         assert self.authorizer is not None
         try:
             data = json.loads(body) if body else None
         except ValueError:
             data = None
+        live = self.live_rbac()
+        obj = self._rbac_object(raw_request.method, raw_request.path, dict(raw_request.query), data,
+                                raw_request.headers.get('Content-Type', ''))
+
+        def escalation(user: str, attributes: Attributes, policies: tuple[Policy, ...]) -> dict[str, Any] | None:
+            return escalation_refusal(user, attributes, obj, policies, live)
+
         return self.authorizer.review(raw_request.method, raw_request.path, dict(raw_request.query),
-                                      raw_request.headers.get('Authorization'), data, self._plural_of)
+                                      raw_request.headers.get('Authorization'), data, self._plural_of,
+                                      live_policy=live.policy, accounts=live.accounts,
+                                      escalation=escalation if obj is not None else None)
 
     def _plural_of(self, api_version: str, kind: str) -> str | None:
         group, _, version = api_version.rpartition('/')

@@ -127,6 +127,12 @@ class KubeApi:
     def events(self) -> kubernetes.client.EventsV1Api:
         return kubernetes.client.EventsV1Api(self.client)
 
+    def token_for(self, namespace: str, name: str) -> str:
+        """A bearer token for ServiceAccount `namespace/name` (created through the API first), as
+        the kubelet mounts one in a pod: with RBAC on, its requests are authorized as
+        `system:serviceaccount:<namespace>:<name>` by the Roles bound to it."""
+        return self.server.call(lambda: self.emulator.issue_token(namespace, name))
+
 
 def api_client(url: str, token: str | None = None) -> kubernetes.client.ApiClient:
     """A sync client bound to `url`; with `token`, it sends it as a bearer token."""

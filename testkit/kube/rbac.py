@@ -10,6 +10,10 @@ is answered 403 with the API server's own Status body and message. Discovery (`/
 as the built-in `system:discovery` role does. An admin token passes everything: that is the
 test's own client, playing the user and the kubelet.
 
+The grants of RBAC objects created through the API, the tokens of ServiceAccounts created
+through it, and the escalation check on writes to RBAC objects come from the emulator on each
+request (`review`'s keywords; testkit/kube/escalation.py).
+
 Optionally, as the `OwnerReferencesPermissionEnforcement` admission plugin does, a create
 whose ownerReferences set `blockOwnerDeletion` needs `update` on the owner's `finalizers`
 subresource.
@@ -216,6 +220,8 @@ class Decision:
 
 # (apiVersion, kind) of an owner -> its plural, or None when the server does not serve it.
 OwnerResolver = Callable[[str, str], 'str | None']
+# (user, request, the policies in force) -> a 403 Status for an RBAC write that escalates, or None.
+Escalation = Callable[[str, Attributes, 'tuple[Policy, ...]'], 'dict[str, Any] | None']
 
 
 @dataclasses.dataclass
@@ -225,7 +231,7 @@ class Authorizer:
     `owner_references_enforcement` adds the admission plugin's check on create (see the
     module docstring)."""
     policy: Policy
-    users: Mapping[str, str]  # bearer token -> user name
+    users: Mapping[str, str]  # bearer token -> user name (ServiceAccounts made through the API: `accounts`)
     admin_tokens: frozenset[str] = frozenset({ADMIN_TOKEN})
     owner_references_enforcement: bool = True
     refused: list[Decision] = dataclasses.field(default_factory=list)
@@ -233,28 +239,37 @@ class Authorizer:
     served: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def review(self, method: str, path: str, params: Mapping[str, str], authorization: str | None,
-               body: Any = None, owner_plural: OwnerResolver | None = None) -> Decision | None:
-        """None when the request may go on; else the refusal, also kept in `refused`."""
+               body: Any = None, owner_plural: OwnerResolver | None = None, *,
+               live_policy: Policy | None = None, accounts: Mapping[str, str] | None = None,
+               escalation: Escalation | None = None) -> Decision | None:
+        """None when the request may go on; else the refusal, also kept in `refused`.
+
+        `live_policy` holds the grants of RBAC objects created through the API (they count with
+        the chart's), `accounts` the tokens of ServiceAccounts that exist, and `escalation` the
+        API server's check of a write to an RBAC object (testkit/kube/escalation.py)."""
         attrs = request_attributes(method, path, params)
         token = (authorization or '').removeprefix('Bearer ').strip()
         if token in self.admin_tokens:
             self.served[ADMIN_USER] = self.served.get(ADMIN_USER, 0) + 1
             return None
-        user = self.users.get(token)
+        user = self.users.get(token) or (accounts or {}).get(token)
         if user is None:
             return self._refuse(Decision(None, attrs, dict(UNAUTHORIZED_STATUS)))
-        if attrs.is_resource_request and not self.policy.allows(user, attrs):
+        policies = (self.policy,) + ((live_policy,) if live_policy is not None else ())
+        if attrs.is_resource_request and not any(p.allows(user, attrs) for p in policies):
             return self._refuse(Decision(user, attrs, forbidden_status(user, attrs)))
         if (self.owner_references_enforcement and attrs.verb == 'create' and owner_plural is not None
                 and isinstance(body, Mapping)):
-            refusal = self._owner_references(user, attrs, body, owner_plural)
+            refusal = self._owner_references(user, attrs, body, owner_plural, policies)
             if refusal is not None:
                 return self._refuse(refusal)
+        if escalation is not None and (status := escalation(user, attrs, policies)) is not None:
+            return self._refuse(Decision(user, attrs, status))
         self.served[user] = self.served.get(user, 0) + 1
         return None
 
     def _owner_references(self, user: str, attrs: Attributes, body: Mapping[str, Any],
-                          owner_plural: OwnerResolver) -> Decision | None:
+                          owner_plural: OwnerResolver, policies: tuple[Policy, ...]) -> Decision | None:
         meta = body.get('metadata') if isinstance(body.get('metadata'), Mapping) else {}
         for ref in meta.get('ownerReferences') or []:
             if not ref.get('blockOwnerDeletion'):
@@ -268,7 +283,7 @@ class Authorizer:
                 reason = (f'cannot set blockOwnerDeletion in this case because cannot find RESTMapping for '
                           f'APIVersion {api_version} Kind {ref.get("kind")}: no matches for kind '
                           f'"{ref.get("kind")}" in version "{api_version}"')
-            elif not self.policy.allows(user, finalizers):
+            elif not any(p.allows(user, finalizers) for p in policies):
                 # The plugin's words, with the RBAC authorizer's empty reason and nil error.
                 reason = ("cannot set blockOwnerDeletion if an ownerReference refers to a resource you "
                           "can't set finalizers on: , <nil>")

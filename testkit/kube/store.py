@@ -10,8 +10,8 @@ ownerReferences; a Secret's ``stringData`` stored base64-encoded in ``data``; an
 ``clusterIP`` for each new Service (from 127.1.0.0/16, where nothing listens unless a test
 starts it there), immutable on update (a change is 422, as on the API server); server-side
 apply and managedFields for Services (:mod:`testkit.kube.apply`, where its simplifications are
-listed). It also serves the built-in resources rayguard uses and the resources of the
-CRDs it is given. :class:`testkit.kube.emulator.ApiEmulator` builds on it with the HTTP side.
+listed). It also serves the built-in resources rayguard uses (RBAC objects and ServiceAccounts
+among them) and the resources of the CRDs it is given. :class:`testkit.kube.emulator.ApiEmulator` builds on it with the HTTP side.
 """
 from __future__ import annotations
 
@@ -49,6 +49,14 @@ BUILTINS: dict[str, tuple[str, bool, frozenset[str]]] = {
     'v1/events': ('Event', True, frozenset()),
     'events.k8s.io/v1/events': ('Event', True, frozenset()),
     CRDS: ('CustomResourceDefinition', False, frozenset({'status'})),
+    # An autoscaling cluster's own ServiceAccount, Role, RoleBinding and ConfigMap (and RBAC at
+    # large: what is created here counts for authorization, testkit/kube/escalation.py).
+    'v1/serviceaccounts': ('ServiceAccount', True, frozenset()),
+    'v1/configmaps': ('ConfigMap', True, frozenset()),
+    'rbac.authorization.k8s.io/v1/roles': ('Role', True, frozenset()),
+    'rbac.authorization.k8s.io/v1/rolebindings': ('RoleBinding', True, frozenset()),
+    'rbac.authorization.k8s.io/v1/clusterroles': ('ClusterRole', False, frozenset()),
+    'rbac.authorization.k8s.io/v1/clusterrolebindings': ('ClusterRoleBinding', False, frozenset()),
 }
 
 

@@ -115,6 +115,10 @@ GCS_REDIS_USERNAME = Setting("gcs_redis_username", "the external Redis's ACL use
 GCS_STORAGE_NAMESPACE = Setting("gcs_storage_namespace", "Ray's `RAY_external_storage_namespace`: the"
                                 " cluster's keys in the external Redis all start with `RAY<namespace>@`",
                                 "required with an external Redis; the operator sets the RayCluster's uid")
+# Autoscaling (README, "The autoscaler sidecar"): set on the head of a cluster with
+# spec.autoscaling.enabled, whose sidecar runs Ray's autoscaler, so Ray's own monitor must not.
+EXTERNAL_AUTOSCALER = Setting("external_autoscaler", "head: the autoscaler sidecar runs Ray's autoscaler,"
+                              " so `ray start` gets `--no-monitor` (`true` or `false`)", "false")
 
 BUDGET = (LIMIT_BYTES, NUM_CPUS, OBJECT_STORE_BYTES, OBJECT_STORE_FRACTION, OBJECT_STORE_MAX_BYTES,
           REDIS_FRACTION, REDIS_MAX_BYTES, HEAP_FRACTION, USAGE_THRESHOLD, MONITOR_REFRESH_MS,
@@ -123,7 +127,8 @@ RUN = (HEAD_ADDRESS, RAY_AUTH_TOKEN_FILE, REDIS_URL, REDIS_PORT, REDIS_PASSWORD_
        RAY_TEMP_DIR, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, GRACE_SECONDS, RAY_START_PARAMS, NUM_GPUS,
        RAY_RESOURCES, FLUSH_WHEN_AT_LEAST_BYTES, FLUSH_PERIOD_SECS, FLUSH_NUM_ENTRIES_EACH_TIME,
        QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS, DASHBOARD_PORT, PROFILE, PROFILE_MATCH,
-       PROFILE_MAX_BYTES, GCS_REDIS_ADDRESS, GCS_REDIS_PASSWORD, GCS_REDIS_USERNAME, GCS_STORAGE_NAMESPACE)
+       PROFILE_MAX_BYTES, GCS_REDIS_ADDRESS, GCS_REDIS_PASSWORD, GCS_REDIS_USERNAME, GCS_STORAGE_NAMESPACE,
+       EXTERNAL_AUTOSCALER)
 SETTINGS = (ROLE,) + RUN + BUDGET
 
 # Set in pods through the downward API for the Ray processes' own use; the runtime passes it
@@ -141,7 +146,7 @@ OPERATOR_SET = (ROLE, CLUSTER, GROUP, POD_NAME, POD_NAMESPACE, LIMIT_BYTES, HEAD
                 FLUSH_NUM_ENTRIES_EACH_TIME, HEAP_FRACTION, USAGE_THRESHOLD, MONITOR_REFRESH_MS,
                 GRACE_SECONDS, RAY_START_PARAMS, NUM_GPUS, RAY_RESOURCES, QUOTA_ENFORCEMENT, QUOTA_TOLERANCE, QUOTA_GRACE_SECONDS,
                 PROFILE, PROFILE_MATCH, PROFILE_MAX_BYTES, GCS_REDIS_ADDRESS, GCS_REDIS_PASSWORD,
-                GCS_REDIS_USERNAME, GCS_STORAGE_NAMESPACE)
+                GCS_REDIS_USERNAME, GCS_STORAGE_NAMESPACE, EXTERNAL_AUTOSCALER)
 # Set only where there is something to say: NUM_GPUS unless a worker has no GPU limit (Ray counts),
 # RAY_RESOURCES when the group has custom resources.
 ACCELERATOR_SETTINGS = (NUM_GPUS, RAY_RESOURCES)
@@ -149,6 +154,8 @@ ACCELERATOR_SETTINGS = (NUM_GPUS, RAY_RESOURCES)
 PROFILE_SETTINGS = (PROFILE, PROFILE_MATCH, PROFILE_MAX_BYTES)
 # Set only in the pods of a cluster with GCS fault tolerance (the username only when it names one).
 GCS_SETTINGS = (GCS_REDIS_ADDRESS, GCS_REDIS_PASSWORD, GCS_REDIS_USERNAME, GCS_STORAGE_NAMESPACE)
+# Set only in the head pod of a cluster with autoscaling enabled.
+AUTOSCALER_SETTINGS = (EXTERNAL_AUTOSCALER,)
 POD_ENV = frozenset(s.env for s in OPERATOR_SET) | PASSED_THROUGH
 
 

@@ -89,6 +89,7 @@ class RunConfig:
     dashboard_port: int = DEFAULT_DASHBOARD_PORT
     profile: ProfileSettings = ProfileSettings()
     gcs: GcsRedis | None = None  # GCS fault tolerance: reports, ledger and Ray's GCS in this Redis
+    external_autoscaler: bool = False  # head: the autoscaler sidecar runs Ray's autoscaler (--no-monitor)
     # Where the kernel's files are: the real ones in a pod, fake trees in tests.
     sysfs_root: Path = DEFAULT_SYSFS_ROOT
     procfs_root: Path = DEFAULT_PROCFS_ROOT
@@ -183,6 +184,7 @@ def run_config(values: Mapping[str, object]) -> RunConfig:
         dashboard_port=int(values.get("dashboard_port", DEFAULT_DASHBOARD_PORT)),  # type: ignore[call-overload]
         profile=profile,
         gcs=gcs_redis(values),
+        external_autoscaler=bool(values.get("external_autoscaler", False)),
         sysfs_root=Path(str(values.get("sysfs_root") or DEFAULT_SYSFS_ROOT)),
         procfs_root=Path(str(values.get("procfs_root") or DEFAULT_PROCFS_ROOT)),
     )

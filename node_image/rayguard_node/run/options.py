@@ -147,7 +147,7 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "quota_enforcement": _enforcement, "quota_tolerance": _float, "quota_grace_seconds": _float,
     "dashboard_port": _int, "profile": _bool, "profile_match": _globs, "profile_max_bytes": parse_bytes,
     "gcs_redis_address": _text, "gcs_redis_password": _text, "gcs_redis_username": _text,
-    "gcs_storage_namespace": _text,
+    "gcs_storage_namespace": _text, "external_autoscaler": _bool,
 }
 
 BUDGET_OPTIONS = tuple(Option(s, _PARSERS[s.key]) for s in contract.BUDGET)

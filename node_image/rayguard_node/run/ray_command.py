@@ -43,6 +43,8 @@ def ray_start_argv(config: RunConfig, plan: MemoryPlan, ray_executable: str = "r
         argv += ["--head", f"--port={config.gcs_port}"]
         params.pop("port", None)
         params.setdefault("dashboard-host", "0.0.0.0")
+        if config.external_autoscaler:  # the sidecar runs Ray's autoscaler; Ray's own monitor must not
+            argv.append("--no-monitor")
     else:
         argv.append(f"--address={config.head_address}")
     if config.ray_temp_dir is not None:

@@ -2,8 +2,10 @@
 
 get returns None on 404; create tolerates 409 (the object exists: a retry or a race); delete
 tolerates 404. Every other failure becomes `KubeApiError`, whose message holds the server's
-reason, never a request body (a Secret's values must not reach a log). Objects go in and come
-out as plain dicts in the API's own camelCase, the shape the builders produce.
+reason, never a request body (a Secret's values must not reach a log); a merge patch of a
+RayCluster sends the resourceVersion it is given, so a write made in between is a 409 error,
+never overwritten. Objects go in and come out as plain dicts in the API's own camelCase, the
+shape the builders produce.
 
 The client is made once at operator startup (in kopf's memo); it is synchronous, and kopf runs
 the synchronous handlers that use it in its thread pool. Each request's User-Agent names the
@@ -56,6 +58,7 @@ class KubeApi:
         self._agent = str(api_client.default_headers.pop("User-Agent", "") or "")
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(api_client)  # the autoscaler's Role
 
     @classmethod
     def from_environment(cls) -> "KubeApi":
@@ -93,6 +96,12 @@ class KubeApi:
         return self._get(f"RayCluster {namespace}/{name}", self.custom.get_namespaced_custom_object,
                          names.GROUP, names.VERSION, namespace, names.PLURAL, name)
 
+    def patch_cluster(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A JSON merge patch of the RayCluster (the operator clears workersToDelete with it);
+        `patch` carries metadata.resourceVersion, so a concurrent write makes it a 409."""
+        self._call("patch", f"RayCluster {namespace}/{name}", self.custom.patch_namespaced_custom_object,
+                   names.GROUP, names.VERSION, namespace, names.PLURAL, name, patch, _content_type=MERGE_PATCH)
+
     def patch_cluster_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self._call("patch", f"RayCluster {namespace}/{name} status",
                    self.custom.patch_namespaced_custom_object_status,
@@ -113,9 +122,40 @@ class KubeApi:
         return list((result or {}).get("items") or [])
 
     _CREATE = {"Secret": "create_namespaced_secret", "Pod": "create_namespaced_pod",
-               "Event": "create_namespaced_event"}  # the head Service: `apply`
+               "Event": "create_namespaced_event", "ConfigMap": "create_namespaced_config_map",
+               "ServiceAccount": "create_namespaced_service_account"}  # the head Service: `apply`
     _PATCH = {"Service": "patch_namespaced_service", "Pod": "patch_namespaced_pod",
-              "Event": "patch_namespaced_event"}
+              "Event": "patch_namespaced_event", "ConfigMap": "patch_namespaced_config_map"}
+    # The autoscaler's children (rayguard_node.contract.autoscaler.autoscaler_name): read by
+    # name, created, deleted; only the ConfigMap is ever patched (a Role or RoleBinding that
+    # drifted is deleted and created again: roleRef is immutable, and no patch right is needed).
+    _READ = {"ConfigMap": "read_namespaced_config_map", "ServiceAccount": "read_namespaced_service_account"}
+    _DELETE = {"ConfigMap": "delete_namespaced_config_map",
+               "ServiceAccount": "delete_namespaced_service_account"}
+    _RBAC_CREATE = {"Role": "create_namespaced_role", "RoleBinding": "create_namespaced_role_binding"}
+    _RBAC_READ = {"Role": "read_namespaced_role", "RoleBinding": "read_namespaced_role_binding"}
+    _RBAC_DELETE = {"Role": "delete_namespaced_role", "RoleBinding": "delete_namespaced_role_binding"}
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One of the autoscaler's children by kind and name; None when it is missing."""
+        what = f"{kind} {namespace}/{name}"
+        if kind in self._RBAC_READ:
+            return self._get(what, getattr(self.rbac, self._RBAC_READ[kind]), name, namespace)
+        return self._get(what, getattr(self.core, self._READ[kind]), name, namespace)
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete one of the autoscaler's children; False when it was already gone (404)."""
+        what = f"{kind} {namespace}/{name}"
+        try:
+            if kind in self._RBAC_DELETE:
+                self._call("delete", what, getattr(self.rbac, self._RBAC_DELETE[kind]), name, namespace)
+            else:
+                self._call("delete", what, getattr(self.core, self._DELETE[kind]), name, namespace)
+        except KubeApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(f"Pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
@@ -128,6 +168,8 @@ class KubeApi:
         kind, meta = obj["kind"], obj["metadata"]
         what = f"{kind} {meta['namespace']}/{meta['name']}"
         try:
+            if kind in self._RBAC_CREATE:
+                return self._call("create", what, getattr(self.rbac, self._RBAC_CREATE[kind]), meta["namespace"], obj)
             return self._call("create", what, getattr(self.core, self._CREATE[kind]), meta["namespace"], obj)
         except KubeApiError as error:
             if error.status == 409:

@@ -16,13 +16,16 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+from rayguard_node.contract import autoscaler as A
 from rayguard_node.contract import settings as S
 
 from rayguard_operator import names
+from rayguard_operator.spec.autoscaling import TOKEN_VOLUME
 
-IMAGE, RESOURCES, MEMORY, RAY_START_PARAMS, NUM_CPUS, QUOTA, PROFILING, OTHER = (
-    "image", "resources", "memory", "rayStartParams", "numCpus", "memory.quota", "memory.profiling", "other")
-PARTS = (IMAGE, RESOURCES, MEMORY, RAY_START_PARAMS, NUM_CPUS, QUOTA, PROFILING, OTHER)
+IMAGE, RESOURCES, MEMORY, RAY_START_PARAMS, NUM_CPUS, QUOTA, PROFILING, AUTOSCALING, OTHER = (
+    "image", "resources", "memory", "rayStartParams", "numCpus", "memory.quota", "memory.profiling",
+    "autoscaling", "other")
+PARTS = (IMAGE, RESOURCES, MEMORY, RAY_START_PARAMS, NUM_CPUS, QUOTA, PROFILING, AUTOSCALING, OTHER)
 # How a part is named to a user when it changed.
 SHOWN = {OTHER: "other pod settings (the template overlay, or what a newer operator builds)"}
 
@@ -35,7 +38,11 @@ _ENV_PARTS: dict[str, str] = {
     **{s.env: PROFILING for s in S.PROFILE_SETTINGS},
     S.RAY_START_PARAMS.env: RAY_START_PARAMS,
     S.NUM_CPUS.env: NUM_CPUS,
+    S.EXTERNAL_AUTOSCALER.env: AUTOSCALING,
 }
+# The head's autoscaling pieces (manifests/autoscaler.py): the sidecar, its volumes, the pod's
+# service account. Only spec.autoscaling's image and resources change them; replicas never do.
+_AUTOSCALING_VOLUMES = (A.VOLUME, TOKEN_VOLUME)
 
 
 def _digest(value: Any) -> str:
@@ -50,6 +57,13 @@ def template_parts(template: Mapping[str, Any]) -> dict[str, str]:
         annotations.pop(key, None)
     buckets: dict[str, list[Any]] = {part: [] for part in PARTS}
     spec = rest.get("spec", {})
+    if "containers" in spec:
+        buckets[AUTOSCALING] += [c for c in spec["containers"] if c.get("name") == A.CONTAINER]
+        spec["containers"] = [c for c in spec["containers"] if c.get("name") != A.CONTAINER]
+    buckets[AUTOSCALING] += [v for v in spec.get("volumes", []) if v.get("name") in _AUTOSCALING_VOLUMES]
+    spec["volumes"] = [v for v in spec.get("volumes", []) if v.get("name") not in _AUTOSCALING_VOLUMES]
+    if "serviceAccountName" in spec:
+        buckets[AUTOSCALING].append(spec.pop("serviceAccountName"))
     for container in spec.get("containers", []):
         if container.get("name") != names.CONTAINER:
             continue

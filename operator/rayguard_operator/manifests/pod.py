@@ -17,8 +17,10 @@ from typing import Any
 
 from rayguard_node.contract import settings as S
 from rayguard_node.contract.accelerators import resources_json
+from rayguard_node.contract.autoscaler import autoscaler_name
 
 from rayguard_operator import names
+from rayguard_operator.manifests.autoscaler import build_sidecar, sidecar_volumes
 from rayguard_operator.manifests.parts import format_parts, template_parts
 from rayguard_operator.spec.gcs import SecretKeyRef
 from rayguard_operator.spec.model import ClusterModel, NodeGroup
@@ -39,11 +41,7 @@ def _field_ref(name: str, path: str) -> dict[str, Any]:
 def num_cpus_env(group: NodeGroup) -> int | None:
     """RAYGUARD_NUM_CPUS: the spec's numCpus (0 on the head by default), else the plan's count
     from the CPU limit; None when neither exists and the runtime must read the node's."""
-    if group.num_cpus is not None:
-        return group.num_cpus
-    if group.resources.cpu_limit is not None:
-        return group.plan.num_cpus
-    return None
+    return group.ray_num_cpus
 
 
 def ray_start_params(group: NodeGroup) -> dict[str, Any]:
@@ -94,6 +92,8 @@ def build_env(cluster: ClusterModel, group: NodeGroup) -> list[dict[str, Any]]:
         _value(S.RAY_TEMP_DIR.env, names.RAY_TEMP_DIR),
         *gcs_env(cluster),
     ]
+    if head and cluster.autoscaling.enabled:  # the sidecar runs Ray's autoscaler: no monitor in ray start
+        env.append(_value(S.EXTERNAL_AUTOSCALER.env, "true"))
     cpus = num_cpus_env(group)
     if cpus is not None:
         env.append(_value(S.NUM_CPUS.env, cpus))
@@ -175,7 +175,7 @@ def build_container(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
 
 
 def _base_template(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
-    return {
+    template: dict[str, Any] = {
         "metadata": {"labels": names.node_labels(cluster.name, group.role, group.name), "annotations": {}},
         "spec": {
             "containers": [build_container(cluster, group)],
@@ -195,6 +195,12 @@ def _base_template(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:
             "securityContext": pod_security_context(),
         },
     }
+    if group.role == names.HEAD and cluster.autoscaling.enabled:  # manifests/autoscaler.py
+        spec = template["spec"]
+        spec["containers"].append(build_sidecar(cluster))
+        spec["volumes"] += sidecar_volumes(cluster)
+        spec["serviceAccountName"] = autoscaler_name(cluster.name)
+    return template
 
 
 def pod_template(cluster: ClusterModel, group: NodeGroup) -> dict[str, Any]:

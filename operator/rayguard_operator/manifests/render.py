@@ -111,8 +111,9 @@ def model_of(path: Path, body: dict[str, Any], settings: OperatorSettings) -> Cl
 
 
 def render_list(body: dict[str, Any], settings: OperatorSettings, path: Path | None = None) -> dict[str, Any]:
-    """A v1 List of the Secret, the head Service, the head Pod and the worker Pods. With
-    `path`, a refused spec is a `RenderError` naming the file."""
+    """A v1 List of the Secret, the head Service, with autoscaling the autoscaler's
+    ServiceAccount, Role, RoleBinding and ConfigMap, the head Pod and the worker Pods (none
+    while suspended). With `path`, a refused spec is a `RenderError` naming the file."""
     model = model_of(path, body, settings) if path is not None else parse_cluster(body, settings)
     cluster = dataclasses.replace(model, uid=UID_PLACEHOLDER)
     items = build_children(cluster, lambda g, i: _pod_name(cluster, g, i),

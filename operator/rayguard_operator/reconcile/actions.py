@@ -6,10 +6,17 @@ the actual state already matches, the list is empty, so a second pass writes not
 The steps, in order:
 1. the Secret, created when missing (never rewritten: its values are mounted in pods);
 2. the head Service, created when missing, patched when its selector, ports or labels drift;
+2a. the autoscaler's ServiceAccount, Role, RoleBinding and ConfigMap (`autoscaler.py`): made
+   or updated with spec.autoscaling.enabled, before any pod (the head pod runs as that
+   ServiceAccount); deleted once it is off;
+2b. spec.suspend: every pod is deleted, the head included, and nothing else happens to pods
+   (the Secret, the Service and the autoscaler's children stay); `false` recreates them;
 3. dead pods (phase Failed or Succeeded) are deleted, so that step 5 replaces them;
 4. pods of groups that no longer exist are deleted;
-5. each group (head first) is scaled to its replicas. Scale-down deletes not-ready pods
-   first, then the newest. Scale-up creates at most `MAX_POD_CREATES_PER_PASS` pods per pass,
+5. each group (head first) is scaled to its replicas (`scale.py`). The pods its
+   workersToDelete names go first. Then, with autoscaling off, the rest of a surplus goes,
+   not-ready pods first, then the newest; with autoscaling on, a surplus nobody named is kept
+   (the autoscaler names what goes). Scale-up creates at most `MAX_POD_CREATES_PER_PASS` pods per pass,
    over all groups in this order; the next pass creates the next batch (the created pods'
    own events queue it at once). A pod's manifest is built only for a create of this batch,
    from its group's template, built once per pass, so what a pass builds and writes does not
@@ -27,17 +34,18 @@ Pods being deleted (with a deletionTimestamp) are neither counted nor touched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rayguard_operator.manifests import events
 from rayguard_operator import names
 from rayguard_operator.spec.model import ClusterModel, NodeGroup
 from rayguard_operator.manifests.pod import build_pod
 from rayguard_operator.manifests.secret import build_secret
 from rayguard_operator.manifests.service import build_head_service, service_patch
+from rayguard_operator.reconcile.action import Action, Observed
+from rayguard_operator.reconcile.autoscaler import autoscaler_steps
 from rayguard_operator.reconcile.pods import (is_dead, is_ready, is_terminating, live_pods, pod_group, pod_hash,
                                             pod_name, scale_down_order)
+from rayguard_operator.reconcile.scale import named_pods, victims
 from rayguard_operator.reconcile.rollout import (Templates, desired_hash, desired_templates, head_replaceable,
                                                outdated_pods)
 from rayguard_operator.spec.upgrade import RECREATE, ROLLING_UPDATE
@@ -47,29 +55,7 @@ from rayguard_operator.spec.upgrade import RECREATE, ROLLING_UPDATE
 MAX_POD_CREATES_PER_PASS: int | None = 50
 
 
-@dataclass(frozen=True)
-class Observed:
-    """What exists now: the Secret, the head Service, and every pod with the cluster's label."""
-
-    secret: dict[str, Any] | None
-    service: dict[str, Any] | None
-    pods: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class Action:
-    verb: str  # create | patch | delete
-    kind: str  # Secret | Service | Pod
-    name: str
-    body: dict[str, Any] | None = field(default=None, repr=False)  # object or merge patch
-    why: str = ""
-
-    @property
-    def note(self) -> events.EventNote:
-        """The Normal event posted on the RayCluster once the action succeeded."""
-        reason = {"create": events.CREATED, "patch": events.UPDATED, "delete": events.DELETED}[self.verb]
-        return events.EventNote(events.NORMAL, reason,
-                                f"{reason} {self.kind} {self.name}{': ' + self.why if self.why else ''}")
+__all__ = ["Action", "Observed", "plan_actions"]
 
 
 # --- the steps -----------------------------------------------------------------------------
@@ -101,6 +87,8 @@ def _delete(pod: dict[str, Any], why: str) -> Action:
 def _pod_steps(cluster: ClusterModel, observed: Observed, new_name: NewName) -> list[Action]:
     actions: list[Action] = []
     pods = tuple(p for p in observed.pods if not is_terminating(p))
+    if cluster.suspend:
+        return [_delete(p, "spec.suspend is true") for p in pods]
     known = {(g.role, g.name) for g in cluster.groups}
     for pod in pods:
         if is_dead(pod):
@@ -116,14 +104,14 @@ def _pod_steps(cluster: ClusterModel, observed: Observed, new_name: NewName) -> 
     created: dict[str, int] = {}  # pods missing per group, whether created in this batch or later
     survivors: dict[str, list[dict[str, Any]]] = {}
     budget = MAX_POD_CREATES_PER_PASS
+    named = named_pods(cluster, observed.pods)
     for group in cluster.groups:
         live = live_pods(group, pods)
+        going = victims(group, live, named.get(group.name), cluster.autoscaling.enabled)
+        actions += [_delete(p, why) for p, why in going]
+        gone = {pod_name(p) for p, _ in going}
+        live = [p for p in live if pod_name(p) not in gone]
         extra = len(live) - group.replicas
-        if extra > 0:
-            victims = scale_down_order(live)[:extra]
-            why = "extra head pod" if group.role == names.HEAD else f"scaling {group.name} down to {group.replicas}"
-            actions += [_delete(p, why) for p in victims]
-            live = [p for p in live if p not in victims]
         batch = max(0, -extra) if budget is None else min(max(0, -extra), budget)
         for _ in range(batch):
             actions.append(_create_pod(cluster, group, new_name, templates[group.name]))
@@ -168,4 +156,5 @@ def plan_actions(cluster: ClusterModel, observed: Observed, new_name: NewName,
     """Every write needed to make the cluster's children match its spec, in order."""
     return (_secret_step(cluster, observed, new_secrets)
             + _service_step(cluster, observed)
+            + autoscaler_steps(cluster, observed.autoscaler)
             + _pod_steps(cluster, observed, new_name))

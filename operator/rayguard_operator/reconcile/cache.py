@@ -3,8 +3,9 @@
 kopf already watches RayClusters and the pods labelled with a cluster. Its index handlers
 (`handlers/cluster.py`) put every object it delivers here, and kopf runs no handler before
 both lists are in. What no watch delivers is learned from the syncer's own reads and writes
-(`Known`): whether the Secret exists, the head Service as last read or written, and the status
-as last written. None of the Secret's values is kept.
+(`Known`): whether the Secret exists, the head Service as last read or written, the
+autoscaler's children as last read or written, and the status as last written. None of the
+Secret's values is kept.
 
 A watch lags the operator's own writes. So that a pass never acts twice on one write (pod
 names have random suffixes: a pod created but not yet delivered would be created again), the
@@ -83,6 +84,9 @@ class Known:
     service: dict[str, Any] | None = None
     service_known: bool = False
     status: dict[str, Any] | None = None
+    # The autoscaler's children: kind -> as last read or written, or None when it does not
+    # exist; a kind not in it is not known (reconcile/autoscaler.py).
+    autoscaler: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 @dataclass

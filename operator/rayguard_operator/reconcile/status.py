@@ -4,6 +4,7 @@ Phases, first match wins:
 - `Invalid`: the spec was rejected (SpecValid=False); no pod was touched.
 - `Failed`: the API server refused a write the last reconcile needed (Ready=False,
   reason ReconcileFailed, the server's message).
+- `Suspended`: spec.suspend is true (Ready=False, reason Suspended); its pods are deleted.
 - `Pending`: the head pod is missing or not ready.
 - `Running`: the head is ready, some desired worker is not.
 - `Ready`: the head and every desired worker are ready.
@@ -11,7 +12,10 @@ Conditions are SpecValid, HeadReady, WorkersReady and Ready, each with observedG
 lastTransitionTime changes only when a condition's status does. HeadOutdated appears once the
 head pod runs an outdated template (True, the reason says whether and when the upgrade strategy
 replaces it, the message what changed) and stays, False, once it is current again; the Warning
-Event that goes with it is posted when its message is news (`head_outdated_note`).
+Event that goes with it is posted when its message is news (`head_outdated_note`). Suspended
+does the same: True while spec.suspend is, False (reason Resumed) once it is not, and a Normal
+Event each time it flips (`suspend_note`). workerGroups[].desired is the group's replicas and
+.ready its ready pods (a surplus that autoscaling keeps until it is named counts too).
 `outdatedPods` counts the live pods that run an outdated template. While the spec is invalid,
 head, workerGroups, the worker counts, memoryPlan, HeadReady and WorkersReady keep their
 last values (the desired shape is unknown). `oom` belongs to OOM surfacing and is never
@@ -32,13 +36,15 @@ from rayguard_operator.reconcile.rollout import (Templates, desired_hash, desire
 from rayguard_operator.spec.upgrade import NONE, RECREATE
 
 SPEC_VALID, HEAD_READY, WORKERS_READY, READY = "SpecValid", "HeadReady", "WorkersReady", "Ready"
-HEAD_OUTDATED = "HeadOutdated"
-CONDITION_TYPES = (SPEC_VALID, HEAD_READY, WORKERS_READY, READY, HEAD_OUTDATED)
+HEAD_OUTDATED, SUSPENDED = "HeadOutdated", "Suspended"
+CONDITION_TYPES = (SPEC_VALID, HEAD_READY, WORKERS_READY, READY, HEAD_OUTDATED, SUSPENDED)
 # HeadOutdated reasons: left alone (RollingUpdate without GCS fault tolerance), about to be
 # replaced, or never replaced for a template change (None); and current.
 HELD_BACK, PENDING, DISABLED, CURRENT = "ReplacementHeldBack", "ReplacementPending", "ReplacementDisabled", "HeadCurrent"
-PHASE_INVALID, PHASE_FAILED, PHASE_PENDING, PHASE_RUNNING, PHASE_READY = (
-    "Invalid", "Failed", "Pending", "Running", "Ready")
+PHASE_INVALID, PHASE_FAILED, PHASE_PENDING, PHASE_RUNNING, PHASE_READY, PHASE_SUSPENDED = (
+    "Invalid", "Failed", "Pending", "Running", "Ready", "Suspended")
+SUSPENDED_MESSAGE = "spec.suspend is true: every pod is deleted; the Secret, the Service and the spec are kept"
+RESUMED_MESSAGE = "spec.suspend is false: the pods are created again"
 
 Condition = tuple[str, str, str]  # status, reason, message
 
@@ -137,6 +143,8 @@ def compute_status(cluster: ClusterModel, pods: tuple[dict[str, Any], ...], curr
     templates = desired_templates(cluster)
     if failure:
         phase, ready = PHASE_FAILED, ("False", events.RECONCILE_FAILED, failure)
+    elif cluster.suspend:
+        phase, ready = PHASE_SUSPENDED, ("False", SUSPENDED, SUSPENDED_MESSAGE)
     elif head_condition[0] != "True":
         phase, ready = PHASE_PENDING, ("False", "HeadNotReady", head_condition[2])
     elif workers_condition[0] != "True":
@@ -148,6 +156,10 @@ def compute_status(cluster: ClusterModel, pods: tuple[dict[str, Any], ...], curr
     head_outdated = _head_outdated(cluster, pods, templates)
     if head_outdated[0] == "True" or condition_of(current, HEAD_OUTDATED) is not None:
         wanted[HEAD_OUTDATED] = head_outdated  # only once it has been True: most clusters never see it
+    if cluster.suspend:
+        wanted[SUSPENDED] = ("True", SUSPENDED, SUSPENDED_MESSAGE)
+    elif condition_of(current, SUSPENDED) is not None:  # likewise
+        wanted[SUSPENDED] = ("False", events.RESUMED, RESUMED_MESSAGE)
     return {
         "phase": phase,
         "observedGeneration": cluster.generation,
@@ -189,6 +201,18 @@ def head_outdated_note(current: Mapping[str, Any], desired: Mapping[str, Any]) -
     if wanted is None or wanted[:2] != ("True", HELD_BACK) or condition_of(current, HEAD_OUTDATED) == wanted:
         return None
     return events.EventNote(events.WARNING, events.HEAD_OUTDATED, wanted[2])
+
+
+def suspend_note(current: Mapping[str, Any], desired: Mapping[str, Any]) -> events.EventNote | None:
+    """`Suspended` when the Suspended condition turns True, `Resumed` when it turns False:
+    once per change, since `current` is the status as last written."""
+    before, after = condition_of(current, SUSPENDED), condition_of(desired, SUSPENDED)
+    was, now = (before or ("False",))[0] == "True", (after or ("False",))[0] == "True"
+    if now and not was:
+        return events.EventNote(events.NORMAL, events.SUSPENDED, SUSPENDED_MESSAGE)
+    if was and not now and after is not None:
+        return events.EventNote(events.NORMAL, events.RESUMED, RESUMED_MESSAGE)
+    return None
 
 
 def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any], top: bool = True) -> dict[str, Any]:

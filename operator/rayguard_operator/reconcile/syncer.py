@@ -4,7 +4,8 @@ Every trigger (create, update, resume, the resync timer, a pod event) ends here 
 namespace and a name. A pass reads the cluster and its pods from the cache the watches keep
 (`reconcile/cache.py`), and from the API only what no watch delivers and the syncer has not
 learned yet (the Secret and the head Service, once per cluster). The resync timer's pass
-(`fresh=True`) reads everything from the API, the safety net against a missed watch event.
+(`fresh=True`) reads everything from the API, the safety net against a missed watch event
+(`reconcile/observe.py` says what each pass reads).
 Without a cache (`cache.ENABLED` off) every pass reads the API, and reads the pods again
 after acting. Either way a pass over an unchanged cluster writes nothing.
 A per-cluster lock keeps two passes over one cluster from planning against the same
@@ -12,6 +13,12 @@ snapshot (kopf runs timers, change handlers and pod events concurrently).
 A pass creates pods in one bounded batch (`actions.MAX_POD_CREATES_PER_PASS`); the events of
 the pods it created queue the passes that create the rest, and the status each pass writes
 counts the pods as they become ready.
+Once the pods a group's workersToDelete names are deleted, the pass clears that list with a
+merge patch of the spec carrying the resourceVersion it read (`scale.clear_patch`). On a 409
+(the cluster was written since: a status write, the autoscaler, anyone) it reads the cluster
+again and clears on that read if the lists are the ones it consumed; new names are left to the
+next pass, which that write's watch event brings. The pass then writes the status, and posts the
+ScaledUp/ScaledDown and Suspended/Resumed Events its change from the last status implies.
 """
 
 from __future__ import annotations
@@ -34,10 +41,13 @@ from rayguard_operator.manifests.service import FIELD_MANAGER, needs_recreate
 from rayguard_operator.metrics import OperatorMetrics
 from rayguard_operator.reconcile.cache import ClusterCache, overlay
 from rayguard_operator.spec.model import ClusterModel, parse_cluster
-from rayguard_operator.reconcile.actions import Action, Observed, plan_actions
+from rayguard_operator.reconcile.actions import Action, plan_actions
+from rayguard_operator.reconcile.autoscaler import KINDS as AUTOSCALER_KINDS
+from rayguard_operator.reconcile.observe import observe
+from rayguard_operator.reconcile.scale import Named, clear_patch, named_pods, scale_notes, scale_reasons
 from rayguard_operator.settings import OperatorSettings
 from rayguard_operator.reconcile.status import (READY, compute_status, head_outdated_note, invalid_status, merge_patch,
-                                               spec_condition)
+                                               spec_condition, suspend_note)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +66,10 @@ class SyncResult:
     actions: tuple[Action, ...] = ()
     status_patched: bool = False
     error: str | None = None  # the spec error, or the write the server refused
+
+
+def _to_delete(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {g.get("name"): g.get("workersToDelete") for g in (body.get("spec") or {}).get("workerGroups") or []}
 
 
 def _ready_condition(status: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -150,39 +164,11 @@ class Syncer:
             self._event(body, events.EventNote(events.WARNING, events.INVALID_SPEC, message))
         return SyncResult(valid=False, status_patched=patched, error=message)
 
-    def _observe(self, cluster: ClusterModel, uid: str, cached: bool) -> Observed:
-        ns, name = cluster.namespace, cluster.name
-        if self.cache is None:
-            return Observed(secret=self.api.get_secret(ns, names.secret_name(name)),
-                            service=self.api.get_service(ns, names.head_service_name(name)),
-                            pods=tuple(self.api.list_pods(ns, names.cluster_selector(name))))
-        if cached:
-            known = self.cache.known(ns, name, uid)
-            if known.secret is None:
-                secret = self.api.get_secret(ns, names.secret_name(name))
-                self.cache.learn(ns, name, uid, secret=secret is not None)
-                exists = secret is not None
-            else:
-                exists = known.secret
-            service = known.service
-            if not known.service_known:
-                service = self.api.get_service(ns, names.head_service_name(name))
-                self.cache.learn(ns, name, uid, service=service, service_known=True)
-            return Observed(secret={"metadata": {"name": names.secret_name(name)}} if exists else None,
-                            service=service, pods=self.cache.pods(ns, name))
-        before = self.cache.pod_names(ns, name)
-        observed = Observed(secret=self.api.get_secret(ns, names.secret_name(name)),
-                            service=self.api.get_service(ns, names.head_service_name(name)),
-                            pods=tuple(self.api.list_pods(ns, names.cluster_selector(name))))
-        self.cache.learn(ns, name, uid, secret=observed.secret is not None, service=observed.service,
-                         service_known=True)
-        self.cache.listed(ns, name, before, (p["metadata"]["name"] for p in observed.pods))
-        return observed
-
     def _reconcile(self, body: dict[str, Any], cluster: ClusterModel, current: dict[str, Any],
                    cached: bool) -> SyncResult:
         ns, uid = cluster.namespace, body["metadata"].get("uid", "")
-        observed = self._observe(cluster, uid, cached)
+        observed = observe(self.api, self.cache, cluster, uid, cached)
+        named = named_pods(cluster, observed.pods)
         if self.count_ooms is not None:
             # Before any pod is replaced: a Failed pod that Kubernetes OOMKilled is counted first.
             try:
@@ -204,6 +190,8 @@ class Syncer:
                 done.append(action)
                 log.info("RayCluster %s/%s: %s", ns, cluster.name, action.note.message)
                 self._event(body, action.note)
+        if failure is None and named:
+            failure = self._consume(body, cluster, named)
         pods = observed.pods
         if actions and self.cache is None:  # read again; the stale list goes first: one list at a time
             del observed, pods
@@ -221,6 +209,12 @@ class Syncer:
         if note is not None:  # once: the status just written holds the same condition
             log.warning("RayCluster %s/%s: %s", ns, cluster.name, note.message)
             self._event(body, note)
+        # Once each: the status just written holds the new counts and the Suspended condition.
+        notes = scale_notes(current, desired, scale_reasons(body), cluster.autoscaling.enabled)
+        for note in [*notes, suspend_note(current, desired)]:
+            if note is not None:
+                log.info("RayCluster %s/%s: %s", ns, cluster.name, note.message)
+                self._event(body, note)
         return SyncResult(valid=True, actions=tuple(done), status_patched=patched, error=failure)
 
     def _apply(self, cluster: ClusterModel, action: Action, body: dict[str, Any],
@@ -233,7 +227,41 @@ class Syncer:
             return obj is not None, obj
         if action.verb == "patch":
             return True, self.api.patch(action.kind, cluster.namespace, action.name, action.body or {})
-        return self.api.delete_pod(cluster.namespace, action.name), None
+        if action.kind == "Pod":
+            return self.api.delete_pod(cluster.namespace, action.name), None
+        return self.api.delete(action.kind, cluster.namespace, action.name), None
+
+    def _consume(self, body: dict[str, Any], cluster: ClusterModel, named: dict[str, Named]) -> str | None:
+        """The named pods are deleted: clear those workersToDelete lists, then post the Event
+        for names that were not the group's (with the clear, so once). On a 409 the cluster is
+        read again: if those lists are still what this pass consumed (a status write came in
+        between, say), the clear is sent once more on that read; else (new names) the next
+        pass, which that write brings, handles them. Any other refusal is the pass's failure."""
+        ns, name = cluster.namespace, cluster.name
+        for attempt in range(2):
+            patch = clear_patch(body, set(named))
+            if patch is None:
+                return None
+            try:
+                self.api.patch_cluster(ns, name, patch)
+                break
+            except KubeApiError as error:
+                if error.status != 409:
+                    return str(error)
+            fresh = self.api.get_cluster(ns, name) if attempt == 0 else None
+            if fresh is None or _to_delete(fresh) != _to_delete(body):
+                log.info("RayCluster %s/%s: written since this pass read it; workersToDelete is left to"
+                         " the next pass", ns, name)
+                return None
+            body = fresh
+        log.info("RayCluster %s/%s: cleared workersToDelete of %s", cluster.namespace, cluster.name,
+                 ", ".join(sorted(named)))
+        for group in sorted(named):
+            note = named[group].note
+            if note is not None:
+                log.info("RayCluster %s/%s: %s", cluster.namespace, cluster.name, note.message)
+                self._event(body, note)
+        return None
 
     # --- the head Service: server-side apply, and delete first for a headless switch ---------
 
@@ -268,6 +296,15 @@ class Syncer:
             self.cache.learn(ns, name, uid, secret=True)  # created, or it existed (409)
         elif action.kind == "Service":  # as written; after a 409, not known
             self.cache.learn(ns, name, uid, service=obj, service_known=obj is not None)
+        elif action.kind in AUTOSCALER_KINDS:  # as written, gone; after a 409 (or a failure), not known
+            children = dict(self.cache.known(ns, name, uid).autoscaler)
+            if action.verb == "delete":
+                children[action.kind] = None
+            elif obj is not None:
+                children[action.kind] = obj
+            else:
+                children.pop(action.kind, None)
+            self.cache.learn(ns, name, uid, autoscaler=children)
         elif action.verb == "create" and obj is not None:  # a pod: count it as there until delivered
             self.cache.expect_created(ns, name, uid, obj)
         elif action.verb == "delete":  # a pod: count it as terminating until the watch says so

@@ -12,7 +12,7 @@ the server's order for a create under kubectl's default strict field validation:
 4. the OpenAPI schema is checked with ``jsonschema`` (Draft 4, whose boolean
    ``exclusiveMinimum`` matches OpenAPI v3.0), after the ``x-kubernetes-*`` extensions are
    translated into plain JSON Schema;
-5. ``x-kubernetes-list-type: map`` keys must be unique;
+5. ``x-kubernetes-list-type: map`` keys and ``set`` items must be unique;
 6. every ``x-kubernetes-validations`` CEL rule is evaluated with ``celpy`` at its node, ``self``
    bound to the node's value, with the Kubernetes list library's ``sum()`` (cel-python lacks
    it). Transition rules (those using ``oldSelf``) are skipped: there is no old object here.
@@ -249,6 +249,12 @@ def _cel_errors(obj: dict[str, Any], schema: dict[str, Any]) -> list[CrdError]:
 def _list_map_errors(obj: dict[str, Any], schema: dict[str, Any]) -> list[CrdError]:
     errors: list[CrdError] = []
     for value, node, path in iter_values(obj, schema):
+        if node.get("x-kubernetes-list-type") == "set" and isinstance(value, list):
+            seen_items: set[str] = set()  # a set's items are scalars here; compared as JSON values
+            for i, item in enumerate(value):
+                if repr(item) in seen_items:
+                    errors.append(CrdError(child_path(path, i), "list-map", f"Duplicate value: {item!r}"))
+                seen_items.add(repr(item))
         if node.get("x-kubernetes-list-type") != "map" or not isinstance(value, list):
             continue
         keys = node.get("x-kubernetes-list-map-keys", [])

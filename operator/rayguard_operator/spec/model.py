@@ -25,6 +25,8 @@ from rayguard_operator import names
 from rayguard_operator.errors import SpecError
 from rayguard_operator.spec.quota import QuotaSpec, parse_quota
 from rayguard_operator.spec.accelerators import parse_accelerators
+from rayguard_operator.spec.autoscaling import (
+    AutoscalingSpec, check_autoscaled, parse_autoscaling, parse_suspend, parse_workers_to_delete)
 from rayguard_operator.spec.upgrade import UpgradeStrategy, parse_upgrade_strategy
 from rayguard_operator.spec.gcs import GcsFaultTolerance, parse_gcs
 from rayguard_operator.spec.memory import MemorySettings, Resources, _memory, _plan
@@ -68,6 +70,15 @@ class NodeGroup:
     num_gpus: int | None = None  # GPUs and custom resources for Ray (spec/accelerators.py)
     ray_resources: Mapping[str, int] = dataclasses.field(default_factory=dict)
     image: str | None = None  # the group's own image; None: the cluster's (ClusterModel.image_of)
+    workers_to_delete: tuple[str, ...] = ()  # pods the autoscaler named (spec/autoscaling.py)
+
+    @property
+    def ray_num_cpus(self) -> int | None:
+        """Ray's num-cpus in the pod (and the autoscaler's CPU of the group): numCpus, else the
+        plan's count from the CPU limit; None when neither exists and Ray counts the node's."""
+        if self.num_cpus is not None:
+            return self.num_cpus
+        return self.plan.num_cpus if self.resources.cpu_limit is not None else None
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,8 @@ class ClusterModel:
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
     head_service: HeadServiceSpec = HeadServiceSpec()  # spec.head.service (spec/service.py)
     gcs: GcsFaultTolerance | None = None  # spec.gcsFaultTolerance: Ray's GCS on an external Redis
+    suspend: bool = False  # spec.suspend: no pods at all; the Secret, the Service and the spec stay
+    autoscaling: AutoscalingSpec = AutoscalingSpec()  # spec.autoscaling (spec/autoscaling.py)
 
     @property
     def groups(self) -> tuple[NodeGroup, ...]:
@@ -97,9 +110,9 @@ class ClusterModel:
 
 # Fields the CRD defines, per object. The API server prunes (or, strictly, refuses) others;
 # render must not silently drop a misspelt field either.
-SPEC_FIELDS = {"image", "head", "workerGroups", "memory", "gcsFaultTolerance", "upgradeStrategy"}
+SPEC_FIELDS = {"image", "head", "workerGroups", "memory", "gcsFaultTolerance", "upgradeStrategy", "suspend", "autoscaling"}
 HEAD_FIELDS = {"resources", "numCpus", "numGpus", "rayStartParams", "rayResources", "image", "template", "memory", "service"}
-GROUP_FIELDS = HEAD_FIELDS - {"numGpus", "service"} | {"name", "replicas", "minReplicas", "maxReplicas"}
+GROUP_FIELDS = HEAD_FIELDS - {"numGpus", "service"} | {"name", "replicas", "minReplicas", "maxReplicas", "workersToDelete"}
 RESOURCES_FIELDS = {"limits", "requests"}
 
 
@@ -183,7 +196,8 @@ def _group(role: str, data: Any, path: str, cluster_memory: Any, external_redis:
         resources=resources, num_cpus=num_cpus, ray_start_params=accelerators.ray_start_params,
         template=check_overlay(data.get("template"), f"{path}.template"),
         memory=memory, plan=plan, warnings=tuple(warnings + plan_warnings), profiling=parse_profiling(layers),
-        num_gpus=accelerators.num_gpus, ray_resources=accelerators.ray_resources, image=_image(data, path))
+        num_gpus=accelerators.num_gpus, ray_resources=accelerators.ray_resources, image=_image(data, path),
+        workers_to_delete=parse_workers_to_delete(data.get("workersToDelete"), f"{path}.workersToDelete"))
 
 
 def parse_cluster(body: Mapping[str, Any], settings: OperatorSettings) -> ClusterModel:
@@ -213,10 +227,12 @@ def parse_cluster(body: Mapping[str, Any], settings: OperatorSettings) -> Cluste
                                              f" {MAX_CLUSTER_WORKERS}, found {sum(g.replicas for g in workers)}")
     for group in (head, *workers):  # the overlay merged into rayguard's pod, at the operator's level
         check_pod_security(group.template, f"{group.path}.template", settings.pod_security)
+    autoscaling = parse_autoscaling(spec.get("autoscaling"))
+    check_autoscaled(autoscaling, head.template, head.path, workers)
     return ClusterModel(
         name=name, namespace=str(metadata.get("namespace") or "default"), uid=uid,
         generation=generation if isinstance(generation := metadata.get("generation"), int) else 0, image=image,
         head=head, worker_groups=tuple(workers), head_service=parse_head_service(spec["head"].get("service")),
         quota=parse_quota(cluster_memory.get("quota"), "spec.memory.quota"),
         upgrade_strategy=parse_upgrade_strategy(spec.get("upgradeStrategy")),
-        gcs=gcs)
+        gcs=gcs, suspend=parse_suspend(spec), autoscaling=autoscaling)

@@ -221,6 +221,10 @@ def test_the_derivation_reads_every_kind_of_call_in_api_py() -> None:
     assert ("", "services", "create") in rights  # self.core.patch_namespaced_service, _content_type=APPLY_PATCH
     assert (names.GROUP, f"{names.PLURAL}/status", "patch") in rights  # custom objects, by their group
     assert (names.GROUP, names.PLURAL, "get") in rights
+    assert (names.GROUP, names.PLURAL, "patch") in rights  # self.custom.patch_namespaced_custom_object
+    rbac = "rbac.authorization.k8s.io"  # getattr(self.rbac, self._RBAC_CREATE[kind]), a third client
+    assert {(rbac, r, v) for r in ("roles", "rolebindings") for v in ("get", "create", "delete")} <= rights
+    assert ("", "configmaps", "patch") in rights and ("", "serviceaccounts", "get") in rights
     assert all(verb != "get" for group, resource, verb in rights if resource == "events")
 
 
@@ -234,13 +238,14 @@ def test_the_derivation_follows_the_code() -> None:
         " watch=True)\n")
     assert api_rights(more) - api_rights() == {("", "secrets", "list"), (names.GROUP, names.PLURAL, "list")}
     applied = source + (
-        "\n    def apply_config_map(self, obj):\n"
-        "        return self._call('apply', 'ConfigMap', self.core.patch_namespaced_config_map, 'n', 'ns', obj,"
+        "\n    def apply_claim(self, obj):\n"
+        "        return self._call('apply', 'PVC', self.core.patch_namespaced_persistent_volume_claim, 'n', 'ns', obj,"
         " _content_type=APPLY_PATCH)\n"
         "\n    def patch_endpoints(self, obj):\n"
         "        return self._call('patch', 'Endpoints', self.core.patch_namespaced_endpoints, 'n', 'ns', obj,"
         " _content_type=MERGE_PATCH)\n")
-    assert api_rights(applied) - api_rights() == {("", "configmaps", "patch"), ("", "configmaps", "create"),
+    assert api_rights(applied) - api_rights() == {("", "persistentvolumeclaims", "patch"),
+                                                  ("", "persistentvolumeclaims", "create"),
                                                   ("", "endpoints", "patch")}  # a merge patch: no create
 
 

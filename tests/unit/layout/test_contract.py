@@ -64,7 +64,8 @@ def test_the_pod_builder_sets_only_what_the_node_reads(example: Path) -> None:
     # NUM_CPUS only when no CPU limit exists; the profiling settings only where a group profiles;
     # NUM_GPUS and RAY_RESOURCES only where there is something to tell Ray.
     assert contract.POD_ENV - built <= {contract.NUM_CPUS.env} | {s.env for s in contract.PROFILE_SETTINGS} \
-        | {s.env for s in contract.ACCELERATOR_SETTINGS} | {s.env for s in contract.GCS_SETTINGS}
+        | {s.env for s in contract.ACCELERATOR_SETTINGS} | {s.env for s in contract.GCS_SETTINGS} \
+        | {s.env for s in contract.AUTOSCALER_SETTINGS}
 
 
 def test_a_profiling_group_gets_every_profiling_setting() -> None:

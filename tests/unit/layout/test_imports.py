@@ -21,6 +21,8 @@ NODE_LAYERS = {
                             "rayguard_node.cgroup"),
     "rayguard_node.reporting": ("rayguard_node.errors", "rayguard_node.contract", "rayguard_node.cgroup"),
     "rayguard_node.profiling": ("rayguard_node.errors", "rayguard_node.contract", "rayguard_node.cgroup"),
+    # The autoscaler sidecar: Ray's autoscaler and the kubernetes client, and the contract.
+    "rayguard_node.autoscaler": ("rayguard_node.errors", "rayguard_node.contract"),
 }
 OPERATOR_LAYERS = {
     "rayguard_operator.spec": ("rayguard_operator.errors", "rayguard_operator.names", "rayguard_operator.settings"),

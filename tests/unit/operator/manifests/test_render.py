@@ -43,7 +43,10 @@ def test_render_example(path: Path) -> None:
     assert (listing["apiVersion"], listing["kind"]) == ("v1", "List")
     kinds = [i["kind"] for i in listing["items"]]
     spec = yaml.safe_load(path.read_text())["spec"]
-    assert kinds == ["Secret", "Service"] + ["Pod"] * (1 + sum(g.get("replicas", 1) for g in spec["workerGroups"]))
+    autoscaler = ["ServiceAccount", "Role", "RoleBinding", "ConfigMap"] \
+        if spec.get("autoscaling", {}).get("enabled") else []  # test_render_autoscaling.py
+    assert kinds == ["Secret", "Service", *autoscaler] \
+        + ["Pod"] * (1 + sum(g.get("replicas", 1) for g in spec["workerGroups"]))
     secret = listing["items"][0]
     assert set(secret["stringData"].values()) == {"<generated>"}
     pods = [i for i in listing["items"] if i["kind"] == "Pod"]

@@ -16,8 +16,10 @@ from rayguard_operator.settings import OperatorSettings
 
 from tests.unit.operator.reconcile.test_syncer import (CPU_POD, HEAD_POD, NAME, NOW, NS, SECRET, SERVICE, FakeApi,
                                                        cluster_body, fixed_name)
+from tests.unit.operator.reconcile.fake_api import deliver
 
-READS = ("get_cluster", "get_secret", "get_service", "list_pods")
+READS = ("get_cluster", "get_secret", "get_service", "list_pods", "get")
+# "get": the autoscaler's children, which a cluster that never autoscaled never reads.
 
 
 def make(body: dict[str, Any] | None = None) -> tuple[FakeApi, ClusterCache, Syncer]:
@@ -28,17 +30,6 @@ def make(body: dict[str, Any] | None = None) -> tuple[FakeApi, ClusterCache, Syn
                     new_secrets=lambda: ("tok", "pw"), cache=cache)
     cache.put_cluster(api.cluster or {})
     return api, cache, syncer
-
-
-def deliver(api: FakeApi, cache: ClusterCache) -> None:
-    """The watches catch up: the cluster as it is, every pod, and the deletions."""
-    if api.cluster is not None:
-        cache.put_cluster(api.cluster)
-    pods = {name: obj for (kind, name), obj in api.objects.items() if kind == "Pod"}
-    for name in cache.pod_names(NS, NAME) - set(pods):
-        cache.remove_pod({"metadata": {"namespace": NS, "name": name}})
-    for obj in pods.values():
-        cache.put_pod(obj)
 
 
 def pods_of(api: FakeApi, group: str | None = None) -> list[str]:

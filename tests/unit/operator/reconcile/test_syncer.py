@@ -10,7 +10,6 @@ from typing import Any
 import yaml
 
 from rayguard_operator import names
-from rayguard_operator.errors import KubeApiError
 from rayguard_operator.kube.api import KubeApi
 from rayguard_operator.kube.protocols import EventApi, SyncerApi, TrackerApi
 from rayguard_operator.reconcile.actions import MAX_POD_CREATES_PER_PASS
@@ -18,13 +17,13 @@ from rayguard_operator.reconcile.syncer import Syncer, SyncResult
 from rayguard_operator.spec.model import MAX_GROUP_REPLICAS
 from rayguard_operator.settings import OperatorSettings
 from tests.paths import REPO_ROOT
-from testkit.kube.apply import server_side_apply
+from tests.unit.operator.reconcile.fake_api import NOW, NS, FakeApi
 
-NS, NAME = "default", "demo"
-NOW = "2030-01-01T00:00:00Z"
+__all__ = ["CPU_POD", "HEAD_POD", "NAME", "NOW", "NS", "SECRET", "SERVICE", "FakeApi", "cluster_body", "fixed_name"]
+
+NAME = "demo"
 SECRET, SERVICE = names.secret_name(NAME), names.head_service_name(NAME)
 HEAD_POD, CPU_POD = f"{names.head_pod_prefix(NAME)}p0001", f"{names.worker_pod_prefix(NAME, 'cpu')}p0001"
-WRITES = ("create", "patch", "delete_pod", "patch_cluster_status", "apply", "delete_service")
 
 
 def cluster_body() -> dict[str, Any]:
@@ -32,110 +31,6 @@ def cluster_body() -> dict[str, Any]:
     data = yaml.safe_load((REPO_ROOT / "examples" / "raycluster.yaml").read_text())
     data["metadata"].update(namespace=NS, uid="uid-demo", generation=1)
     return data
-
-
-def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    """Apply a JSON merge patch in place (None deletes)."""
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
-
-
-class FakeApi:
-    """A SyncerApi in memory. `calls` holds every call, reads and writes, in order; an Event
-    create is recorded as ("event", type, reason) so that tests can see where it came.
-    `refuse` maps (verb, kind) to the server's message: that write raises `KubeApiError`
-    (after being recorded), as KubeApi does for a 403."""
-
-    def __init__(self, cluster: dict[str, Any] | None) -> None:
-        self.cluster = copy.deepcopy(cluster)
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, name), one namespace
-        self.events: list[dict[str, Any]] = []
-        self.calls: list[tuple[str, ...]] = []
-        self.refuse: dict[tuple[str, str], str] = {}
-        self.unseen: set[tuple[str, str]] = set()  # (kind, name) that get_* does not see yet
-        self.clock = itertools.count(1)
-
-    def _check(self, verb: str, kind: str, name: str) -> None:
-        if (verb, kind) in self.refuse:
-            raise KubeApiError(verb, f"{kind} {NS}/{name}", 403, "Forbidden", self.refuse[(verb, kind)])
-
-    def writes(self) -> list[tuple[str, ...]]:
-        return [call for call in self.calls if call[0] in WRITES or call[0] == "event"]
-
-    # --- SyncerApi
-
-    def get_cluster(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self.calls.append(("get_cluster", name))
-        return copy.deepcopy(self.cluster)
-
-    def patch_cluster_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self.calls.append(("patch_cluster_status", name))
-        assert self.cluster is not None
-        status = self.cluster.setdefault("status", {})
-        merge(status, patch)
-
-    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self.calls.append(("get_secret", name))
-        return None if ("Secret", name) in self.unseen else copy.deepcopy(self.objects.get(("Secret", name)))
-
-    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self.calls.append(("get_service", name))
-        return copy.deepcopy(self.objects.get(("Service", name)))
-
-    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        self.calls.append(("list_pods", label_selector))
-        key, value = label_selector.split("=")
-        return [copy.deepcopy(obj) for (kind, _), obj in sorted(self.objects.items())
-                if kind == "Pod" and obj["metadata"]["labels"].get(key) == value]
-
-    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        if kind == "Event":
-            self.calls.append(("event", obj["type"], obj["reason"]))
-            self._check("create", kind, name)
-            self.events.append(copy.deepcopy(obj))
-            return obj
-        self.calls.append(("create", kind, name))
-        self._check("create", kind, name)
-        if (kind, name) in self.objects:
-            return None  # 409
-        stored = copy.deepcopy(obj)
-        stored["metadata"]["creationTimestamp"] = f"2030-01-01T00:00:{next(self.clock):02d}Z"
-        self.objects[(kind, name)] = stored
-        return copy.deepcopy(stored)
-
-    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(("patch", kind, name))
-        self._check("patch", kind, name)
-        merge(self.objects[(kind, name)], patch)
-        return copy.deepcopy(self.objects[(kind, name)])
-
-    def apply(self, obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
-        """Server-side apply with the emulator's semantics (testkit/kube/apply.py), forced."""
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        self.calls.append(("apply", kind, name))
-        self._check("apply", kind, name)
-        live = self.objects.get((kind, name))
-        stored = server_side_apply(copy.deepcopy(live), obj, field_manager, True, "v1", NOW)
-        if live is None:
-            stored["metadata"]["uid"] = f"uid-{kind}-{next(self.clock)}"
-        self.objects[(kind, name)] = stored
-        return copy.deepcopy(stored)
-
-    def delete_service(self, namespace: str, name: str, uid: str | None = None) -> bool:
-        self.calls.append(("delete_service", name))
-        self._check("delete", "Service", name)
-        return self.objects.pop(("Service", name), None) is not None
-
-    def delete_pod(self, namespace: str, name: str) -> bool:
-        self.calls.append(("delete_pod", name))
-        self._check("delete", "Pod", name)
-        return self.objects.pop(("Pod", name), None) is not None
 
 
 def fixed_name(prefix: str) -> str:
@@ -385,9 +280,9 @@ def protocol_methods(protocol: type) -> list[str]:
 
 
 def test_kube_api_and_the_fake_satisfy_the_protocols_with_the_same_parameters() -> None:
-    assert protocol_methods(SyncerApi) == ["get_cluster", "patch_cluster_status", "get_secret", "get_service",
-                                           "list_pods", "create", "patch", "delete_pod", "apply",
-                                           "delete_service"]
+    assert protocol_methods(SyncerApi) == ["get_cluster", "patch_cluster", "patch_cluster_status", "get_secret",
+                                           "get_service", "list_pods", "get", "create", "patch", "delete_pod",
+                                           "delete", "apply", "delete_service"]
     for protocol in (SyncerApi, TrackerApi, EventApi):
         assert issubclass(KubeApi, protocol)
         for method in protocol_methods(protocol):
