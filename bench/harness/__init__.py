@@ -18,6 +18,10 @@ One benchmark's:
   `bench.reconcile --case replicas`.
 - :mod:`bench.harness.reconcile_report`: `bench.reconcile`'s results per cluster count, and
   its table and details.
+- :mod:`bench.harness.autoscale_cluster`, :mod:`bench.harness.autoscale_driver`,
+  :mod:`bench.harness.autoscale_limit_node` and :mod:`bench.harness.autoscale_report`: the
+  recording local clusters (heap- or limit-advertising), the driver, the limit side's node
+  entry point, and the figures and tables of `bench.autoscale`.
 
 Modules here never import a benchmark's own module: that runs as `__main__`.
 """

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.harness.oom_race_container import ContainerHead, ContainerSampler
 from bench.harness.ray_nodes import RayAlone, guard_plan, keep_logs, ray_kills
 from bench.harness.sampler import MiB, Sampler
 from bench.harness.waiting import teardown
@@ -46,6 +47,7 @@ class Row:
     rayguard: bool
     pod_view: bool
     fixed_poll: bool = False  # rayguard before the adaptive guard: every 50 ms, whatever the rate
+    container: bool = False  # a podman container from rayguard/node, as `--runtime podman` runs a pod
 
 
 ROWS = {row.key: row for row in [
@@ -55,6 +57,7 @@ ROWS = {row.key: row for row in [
     Row("rayguard-nested", "rayguard adaptive, nested", True, False),
     Row("rayguard-pod-fixed", "rayguard fixed poll, pod view", True, True, True),
     Row("rayguard-pod", "rayguard adaptive, pod view", True, True),
+    Row("rayguard-container", "rayguard in a container", True, True, container=True),
 ]}
 FIXED_POLL_ENV = {"RAYGUARD_GUARD_MIN_REFRESH_MS": "50"}  # = the default guard period
 
@@ -136,14 +139,23 @@ def run_cell(parent: ScratchParent, row: Row, rate: str, limit_bytes: int,
     cell = Cell(row.key, rate, tasks=tasks, cgroup_version=parent.version, limit_bytes=limit_bytes)
     step, mib_s = RATES[rate]
     period = 0.0 if mib_s is None else step / (mib_s * MiB)
-    cgroup = parent.create("rg-oomrace", limit_bytes)
+    cgroup = None if row.container else parent.create("rg-oomrace", limit_bytes)
     temp_dir = short_temp_dir("rgr-")
     node: Node | None = None
     alone: RayAlone | None = None
+    box: ContainerHead | None = None
     sampler: Sampler | None = None
     driver_output = ""
     try:
-        if row.rayguard:
+        if row.container:  # the container's own cgroup, which podman makes with the limit
+            box = ContainerHead(limit_bytes, tasks, temp_dir, row.fixed_poll)
+            box.start()
+            box.wait_ready()
+            cgroup = box.cgroup()
+            plan = box.plan()
+            cell.guard_threshold, cell.guard_mode = plan["guard_threshold"], plan["guard_mode"]
+            address = box.address
+        elif row.rayguard:
             plan = guard_plan(cgroup, row.pod_view, tasks)
             cell.guard_threshold, cell.guard_mode = plan["guard_threshold"], plan["guard_mode"]
             env = {"RAYGUARD_NUM_CPUS": str(tasks), **(FIXED_POLL_ENV if row.fixed_poll else {})}
@@ -155,17 +167,21 @@ def run_cell(parent: ScratchParent, row: Row, rate: str, limit_bytes: int,
             alone.start()
             alone.wait_ready()
             address, env = alone.address, alone.driver_env()
+        assert cgroup is not None
         thresholds = sorted({RAY_THRESHOLD, *( [cell.guard_threshold] if cell.guard_threshold else [])})
-        oom_before = cgroup.oom_kill_count()
+        oom_before = box.oom_kills() if box is not None else cgroup.oom_kill_count()
         cgroup.reset_peak()
-        sampler = Sampler(cgroup, limit_bytes, thresholds)
+        sampler = (ContainerSampler if box is not None else Sampler)(cgroup, limit_bytes, thresholds)
         sampler.start()
         cell.load1 = round(os.getloadavg()[0], 2)
         total = max(TOTAL_BYTES, 2 * limit_bytes)  # one task alone must outgrow the cgroup too
         script = DRIVER.format(address=address, step=step, total=total, period=period,
                                timeout=DRIVER_GET_TIMEOUT_S, tasks=tasks)
+        argv = [sys.executable, "-c", script]
+        if box is not None:  # in a container beside the head: Ray wants the head's Python
+            argv, env = box.driver(script)
         try:
-            result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+            result = subprocess.run(argv, env=env, capture_output=True,
                                     text=True, timeout=DRIVER_TIMEOUT_S)
             driver_output = result.stdout + "\n--- stderr ---\n" + result.stderr
             marker = result.stdout.rfind("OUTCOME ")
@@ -186,13 +202,13 @@ def run_cell(parent: ScratchParent, row: Row, rate: str, limit_bytes: int,
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline:
             settled = sampler.hog_gone is not None and sampler.freed is not None
-            if settled and (node is None or node.reports()):
+            if settled and (node is None or node.reports()) and (box is None or box.reports()):
                 break
             time.sleep(0.1)
         time.sleep(0.5)
         sampler.stop()
 
-        cell.oom_kills = cgroup.oom_kill_count() - oom_before
+        cell.oom_kills = (box.oom_kills() if box is not None else cgroup.oom_kill_count()) - oom_before
         cell.peak_ws_fraction = sampler.peak_ws / limit_bytes
         peak_usage = cgroup.max_usage_bytes()
         cell.peak_usage_fraction = 0.0 if peak_usage is None else peak_usage / limit_bytes
@@ -206,10 +222,12 @@ def run_cell(parent: ScratchParent, row: Row, rate: str, limit_bytes: int,
 
         raylet_out = temp_dir / "session_latest" / "logs" / "raylet.out"
         ray_pids, cell.ray_view_at_kill = ray_kills(raylet_out)
-        reports = node.reports() if node is not None else []
+        reports = node.reports() if node is not None else box.reports() if box is not None else []
         cell.reports = [r["kind"] for r in reports]
         killers = []
         hog = sampler.hog_pid
+        if isinstance(sampler, ContainerSampler) and hog is not None:  # reports name the container's pids
+            hog = sampler.ns_pids.get(hog, hog)
         guard_victims = [r["victim"]["pid"] for r in reports if r["kind"] == "monitor_kill"]
         ray_victims = ray_pids + [r["victim"]["pid"] for r in reports if r["kind"] == "ray_monitor_kill"]
         if guard_victims:
@@ -260,6 +278,7 @@ def run_cell(parent: ScratchParent, row: Row, rate: str, limit_bytes: int,
         teardown([sampler.stop if sampler is not None else None,
                   (lambda: node.stop(timeout_s=15)) if node is not None else None,
                   alone.stop if alone is not None else None,
-                  lambda: cgroup.remove(timeout_s=30),
+                  box.stop if box is not None else None,
+                  (lambda: cgroup.remove(timeout_s=30)) if box is None and cgroup is not None else None,
                   lambda: shutil.rmtree(temp_dir, ignore_errors=True)])
     return cell

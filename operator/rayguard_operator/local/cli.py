@@ -1,4 +1,4 @@
-"""`rayguard local up FILE [--duration S] [-- DRIVER ...]`."""
+"""`rayguard local up FILE [--duration S] [--runtime process|podman] [-- DRIVER ...]`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import threading
 import time
 from pathlib import Path
 
+from rayguard_operator.local.autoscaling import config_from_items, group_templates
 from rayguard_operator.local.cluster import PROFILES_DIR, LocalCluster
+from rayguard_operator.local.runtime import RUNTIMES, make_runtime
 
 
 def add_local_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,6 +25,9 @@ def add_local_parser(commands: argparse._SubParsersAction) -> None:  # type: ign
     up.add_argument("--duration", type=float, default=None, metavar="S",
                     help="stop after S seconds (default: until Ctrl-C, or until the driver exits)")
     up.add_argument("--keep-logs", action="store_true", help="keep the run directory with the pods' logs")
+    up.add_argument("--runtime", choices=RUNTIMES, default="process",
+                    help="process (default): each pod's rayguard-node as a local process tree in its own"
+                         " memory cgroup; podman: each pod as a container from its own image and spec")
     up.set_defaults(handler=run_local_up, driver=[])
     up.epilog = "After --: a driver command to run once the cluster is ready (see split_driver)."
 
@@ -44,7 +49,15 @@ def run_local_up(args: argparse.Namespace) -> int:
     items = render_list(body, OperatorSettings.from_env(), args.file)["items"]
     driver = [a for a in args.driver if a != "--"] if args.driver else []
     run_dir = Path(tempfile.mkdtemp(prefix="rayguard-local-"))
-    cluster = LocalCluster(body, items, run_dir)
+    templates = None
+    if config_from_items(items, body["metadata"]["name"]) is not None:  # autoscaling: pods to start more from
+        templates = group_templates(body, lambda copy: render_list(copy, OperatorSettings.from_env(), args.file)["items"])
+    cluster = LocalCluster(body, items, run_dir, runtime=make_runtime(args.runtime, run_dir), templates=templates)
+    try:
+        cluster.check()  # a pod the runtime cannot run as specified: refused, nothing started
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -62,7 +75,7 @@ def run_local_up(args: argparse.Namespace) -> int:
         process = None
         if driver:
             cluster.say(f"Running the driver: {' '.join(driver)}\n")
-            process = subprocess.Popen(driver, env=env)
+            process = subprocess.Popen(cluster.runtime.driver_argv(driver, env), env=env)
 
         def done() -> bool:
             if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
@@ -85,7 +98,8 @@ def run_local_up(args: argparse.Namespace) -> int:
         if kills:
             cluster.say("Kernel OOM kills per pod cgroup: "
                         + ", ".join(f"{name} {count}" for name, count in kills.items()))
-        cluster.say(f"{cluster.events_printed} OOM event(s) shown. Every cgroup and process is gone.")
+        gone = "container and volume" if args.runtime == "podman" else "cgroup and process"
+        cluster.say(f"{cluster.events_printed} OOM event(s) shown. Every {gone} is gone.")
         signal.signal(signal.SIGINT, previous)
         if cluster.kept_profiles:
             cluster.say(f"memray profiles of {len(cluster.kept_profiles)} worker(s) kept in {run_dir};"

@@ -63,8 +63,9 @@ def _resolve(entry: Mapping[str, Any], pod_name: str, namespace: str, limit_byte
 
 
 def local_node(pod: Mapping[str, Any], pod_name: str, ports: LocalPorts, head_ports: LocalPorts,
-               secrets_dir: Path, temp_dir: Path) -> LocalNode:
-    """The process that would run in `pod`, wired to loopback and local files."""
+               secrets_dir: Path, temp_dir: Path, ip: str = "127.0.0.1") -> LocalNode:
+    """The process that would run in `pod`, wired to loopback and local files. `ip` is the
+    node's own loopback address (the head's GCS stays on 127.0.0.1)."""
     container = _container(pod)
     labels = pod["metadata"]["labels"]
     role, group = labels[names.LABEL_NODE_TYPE], labels[names.LABEL_GROUP]
@@ -77,7 +78,7 @@ def local_node(pod: Mapping[str, Any], pod_name: str, ports: LocalPorts, head_po
         if value is not None:
             env[entry["name"]] = value
     params = json.loads(env.get(S.RAY_START_PARAMS.env, "{}"))
-    params.update({"node-ip-address": "127.0.0.1", "metrics-export-port": ports.metrics,
+    params.update({"node-ip-address": ip, "metrics-export-port": ports.metrics,
                    "dashboard-agent-listen-port": ports.dashboard_agent})
     if role == names.HEAD:
         # The dashboard serves Ray's state API, which the quota path reads.

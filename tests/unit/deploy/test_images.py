@@ -1,5 +1,8 @@
 """The images are reproducible: an exact base tag, every Python package at the version in
-constraints.txt, and that file matching what this environment really has installed."""
+constraints.txt, and that file matching what this environment really has installed. They
+install into a virtualenv (so a Debian base, whose system pip is externally managed, works as
+well as python:3.11-slim), keep no build tools, and run as uid 1000. tests/containers builds
+and runs them."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from tests.paths import REPO_ROOT
 
 DOCKERFILES = [REPO_ROOT / "node_image" / "Dockerfile", REPO_ROOT / "operator" / "Dockerfile"]
 CONSTRAINTS = REPO_ROOT / "constraints.txt"
-# python:MAJOR.MINOR.PATCH-slim-DEBIAN, optionally @sha256:...
-EXACT_BASE = re.compile(r"^FROM python:3\.\d+\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?$")
+# python:MAJOR.MINOR.PATCH-slim-DEBIAN (a python:3.11-slim), optionally @sha256:..., optionally a
+# named build stage.
+EXACT_BASE = re.compile(r"^FROM python:3\.\d+\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?( AS [a-z]+)?$")
 
 
 def pins() -> dict[str, str]:
@@ -71,11 +75,37 @@ def test_nothing_is_fetched_at_run_time(dockerfile: Path) -> None:
     assert runtime and not any(word in line for line in runtime for word in ("pip", "curl", "wget", "apt"))
 
 
-def test_the_node_image_base_is_a_build_arg_with_a_pinned_default() -> None:
-    text = (REPO_ROOT / "node_image" / "Dockerfile").read_text()
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_the_base_is_a_build_arg_with_a_pinned_python_3_11_slim_default(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
     assert "FROM ${BASE_IMAGE}" in text.splitlines()
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$", text, flags=re.M)
     assert EXACT_BASE.match(with_arg_defaults("FROM ${BASE_IMAGE}", text))
     assert not EXACT_BASE.match(with_arg_defaults("FROM ${BASE_IMAGE}", "ARG BASE_IMAGE=python:3.11-slim"))
+
+
+def stages(text: str) -> list[str]:
+    return re.split(r"^FROM ", text, flags=re.M)[1:]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_a_virtualenv_is_built_in_one_stage_and_copied_alone_into_the_image(dockerfile: Path) -> None:
+    build, final = stages(dockerfile.read_text())
+    assert build.startswith("${BASE_IMAGE} AS venv") and "RUN python3 -m venv /opt/rayguard" in build
+    assert "PATH=/opt/rayguard/bin:$PATH" in build and "PATH=/opt/rayguard/bin:$PATH" in final
+    assert "pip uninstall -y -q pip setuptools" in build  # nothing installs at run time
+    assert final.startswith("${BASE_IMAGE}\n")
+    assert "COPY --from=venv /opt/rayguard /opt/rayguard" in final
+    assert "pip install" not in final and "COPY pyproject.toml" not in final
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_the_image_keeps_no_build_tools_and_runs_as_uid_1000(dockerfile: Path) -> None:
+    final = stages(dockerfile.read_text())[-1]
+    for tool in ("gcc", "g++", "build-essential", "make ", "-dev ", "git "):
+        assert tool not in final, tool
+    assert final.rstrip().splitlines().count("USER 1000:1000") == 1
+    assert "--uid 1000" in final
 
 
 def test_a_loose_pin_would_be_refused() -> None:

@@ -8,8 +8,9 @@ from tests.unit.layout.imports import cycles, import_graph, layer_of, modules
 
 # What the operator may use of the node package: the shared layers (docs/architecture.md).
 OPERATOR_MAY_IMPORT = ("rayguard_node.contract", "rayguard_node.sizing", "rayguard_node.errors")
-# ... and local mode also the scratch cgroups, to give each local pod its own.
-LOCAL_MODE_MAY_IMPORT = OPERATOR_MAY_IMPORT + ("rayguard_node.cgroup.scratch",)
+# ... and local mode also the scratch cgroups, to give each local pod its own, and the
+# autoscaler, which it runs in-process where a head pod runs it in a sidecar.
+LOCAL_MODE_MAY_IMPORT = OPERATOR_MAY_IMPORT + ("rayguard_node.cgroup.scratch", "rayguard_node.autoscaler")
 
 # Lower layers never import higher ones. Each layer lists what it may import (besides itself).
 NODE_LAYERS = {

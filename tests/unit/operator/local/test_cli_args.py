@@ -31,3 +31,15 @@ def test_options_before_the_file_still_work():
 
 def test_other_commands_keep_their_double_dash():
     assert split_driver(["operator", "--", "x"]) == (["operator", "--", "x"], [])
+
+
+def test_the_runtime_is_process_unless_podman_is_asked_for():
+    assert parse("local", "up", "cluster.yaml").runtime == "process"
+    args = parse("local", "up", "cluster.yaml", "--runtime", "podman", "--", "python", "x.py")
+    assert args.runtime == "podman" and args.driver == ["python", "x.py"]
+    try:
+        parse("local", "up", "cluster.yaml", "--runtime", "docker")
+    except SystemExit as exit_:
+        assert exit_.code == 2
+    else:
+        raise AssertionError("--runtime docker was accepted")
