@@ -30,7 +30,6 @@ import argparse
 import os
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -45,18 +44,13 @@ from rayguard_node.contract.live import NODES_KEY, rows_key
 from rayguard_node.reporting.ledger import SAMPLE_PREFIX, Ledger
 from rayguard_node.reporting.live import LiveView
 from rayguard_node.reporting.redis_server import RedisServer, redis_client
+from rayguard_operator.local.ports import free_port
 from rayguard_operator.top.reader import LiveReader
 from rayguard_operator.top.view import render_table
 
 MiB, GiB = 1 << 20, 1 << 30
 T0_MS = 1_700_000_000_000
 LEDGER_PERIOD_MS = 5000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Numbers:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,14 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from rayguard_node.cgroup.scratch import MemoryCgroup
+from rayguard_operator.local.ports import free_port
 
 READY_TIMEOUT_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def short_temp_dir(prefix: str = "rg-") -> Path:

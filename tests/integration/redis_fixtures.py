@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
 from rayguard_node.reporting.redis_server import RedisServer
+from rayguard_operator.local.ports import free_port
 
 MiB = 1024**2
 DEFAULT_MAXMEMORY = 64 * MiB
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServers:

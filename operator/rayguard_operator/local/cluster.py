@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from rayguard_operator.local.autoscaling import (STATUS_FAILED, STATUS_PENDING, 
                                                  LocalNodeState, LocalScaler, LocalTarget, bounds_of,
                                                  config_from_items, node_ip)
 from rayguard_operator.local.pods import LocalNode, LocalPorts, local_node, local_pod_names
+from rayguard_operator.local.ports import free_port
 from rayguard_operator.local.runtime import NodeHandle, PodRuntime
 from rayguard_operator.local.runtime_process import ProcessRuntime
 from rayguard_operator.oom.messages import REASON_BY_KIND, container_message, report_message
@@ -40,12 +40,6 @@ from rayguard_operator.profile.fetch import copy_profiles
 READY_TIMEOUT_S = 240
 RAY_TEMP_LINK = "ray-temp"  # pods/<pod>/ray-temp: the pod's Ray temp dir while it runs
 PROFILES_DIR = "profiles"  # pods/<pod>/profiles/<session>/: its memray files, once it stopped
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def new_ports() -> LocalPorts:
