@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from rayguard_operator.local.podman_args import CGROUP_PARENT_PREFIX
 from tests.paths import REPO_ROOT
 
 IMAGES = ("rayguard/node:0.1.0", "rayguard/operator:0.1.0")
@@ -60,3 +61,13 @@ def rayguard_containers() -> list[str]:
     listed = subprocess.run(["podman", "ps", "--all", "--filter", "label=rayguard.dev/local-run",
                              "--format", "{{.Names}}"], capture_output=True, text=True, timeout=60, check=True)
     return listed.stdout.split()
+
+
+def podman_cgroups() -> list[str]:
+    """Cgroups podman made for runs, in every hierarchy: each run's parent
+    (`rayguard-podman-<run>`, holding its containers and their conmon), and podman's default
+    `libpod_parent`, which a container started without the run's parent would leave behind."""
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+              if line.split()[2:3] in (["cgroup"], ["cgroup2"])]
+    return sorted(str(d) for m in mounts for d in Path(m).glob("*")
+                  if d.is_dir() and (d.name == "libpod_parent" or d.name.startswith(CGROUP_PARENT_PREFIX)))

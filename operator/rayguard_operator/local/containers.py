@@ -33,7 +33,7 @@ from rayguard_node.errors import RayguardError
 from rayguard_operator import names
 from rayguard_operator.local.pods import LocalNode, LocalPorts, local_node
 from rayguard_operator.local.podman_args import (LABEL_OWNER_PID, LABEL_RUN, ContainerPlan, HostDir,
-                                                 plan_container, refuse)
+                                                 cgroup_parent, plan_container, refuse)
 
 PODMAN_TIMEOUT_S = 60
 SECRET_KEYS = (names.SECRET_KEY_RAY_TOKEN, names.SECRET_KEY_REDIS_PASSWORD)
@@ -231,7 +231,7 @@ class PodmanRuntime:
         head = self.handles[0].plan
         name = f"rayguard-{self.run_id}-driver"
         argv = ["podman", "run", "--rm", f"--name={name}", "--pull=never", "--network=host",
-                f"--pid=container:{self.handles[0].name}",
+                f"--pid=container:{self.handles[0].name}", f"--cgroup-parent={cgroup_parent(self.run_id)}",
                 f"--user={head.uid}:{head.gid}", "--cap-drop=ALL", "--security-opt=no-new-privileges",
                 f"--label={LABEL_RUN}={self.run_id}", f"--label={LABEL_OWNER_PID}={os.getpid()}",
                 f"--volume={os.getcwd()}:{os.getcwd()}:ro", f"--workdir={os.getcwd()}",
@@ -254,6 +254,7 @@ class PodmanRuntime:
         self.handles = []
         if self.driver_name:  # `--rm` removes it once it exits; this, if it did not
             podman("rm", "--force", "--ignore", self.driver_name)
+        remove_cgroup_parent(self.run_id)
 
 
 def make_dir(directory: HostDir, plan: ContainerPlan, secrets_dir: Path) -> None:
@@ -288,6 +289,7 @@ def sweep_orphans() -> list[str]:
             sources = [Path(m.get("Source") or "/") for m in json.loads(mounts.stdout or "null") or []] \
                 if mounts.returncode == 0 else []
             podman("rm", "--force", "--volumes", "--ignore", container["Id"])
+            remove_cgroup_parent((container.get("Labels") or {}).get(LABEL_RUN, ""))
             for source in sources:
                 made = [d for d in (source, *source.parents) if d.parent == Path(tempfile.gettempdir())
                         and d.name.startswith(("rayguard-local-", "rg-"))]
@@ -295,6 +297,27 @@ def sweep_orphans() -> list[str]:
                     shutil.rmtree(directory, ignore_errors=True)
             removed.append(name)
     return removed
+
+
+def remove_cgroup_parent(run_id: str) -> None:
+    """The run's cgroup parent (`cgroup_parent`), in every cgroup hierarchy mounted here, once
+    its containers are gone: the deepest directories first (a cgroup goes only when empty)."""
+    if not run_id:
+        return
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+                  if line.split()[2:3] in (["cgroup"], ["cgroup2"])]
+    except OSError:
+        return
+    for mount in mounts:
+        top = Path(mount) / cgroup_parent(run_id).lstrip("/")
+        if not top.is_dir():
+            continue
+        for directory in sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)) + [top]:
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
 
 
 def _alive(pid: int) -> bool:

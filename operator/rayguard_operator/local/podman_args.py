@@ -30,6 +30,7 @@ from rayguard_operator.local.pods import LocalNode
 from rayguard_operator.spec.autoscaling import TOKEN_VOLUME
 
 SIDECAR_VOLUMES = frozenset({A.VOLUME, TOKEN_VOLUME})  # mounted by the autoscaler sidecar alone
+CGROUP_PARENT_PREFIX = "rayguard-podman-"  # one cgroup parent per run, in every hierarchy
 LABEL_RUN = "rayguard.dev/local-run"  # which `rayguard local up` made the container
 LABEL_OWNER_PID = "rayguard.dev/local-pid"  # its pid: a container whose owner died is swept
 # Placement only: there is one machine, and every pod runs on it.
@@ -257,6 +258,12 @@ def _ports(container: Mapping[str, Any], pod_name: str) -> None:
                          " loopback port")
 
 
+def cgroup_parent(run_id: str) -> str:
+    """The run's own cgroup parent: its containers, and podman's conmon monitors (which podman
+    puts in `<parent>/conmon` and never removes), go there, and the run removes it at the end."""
+    return f"/{CGROUP_PARENT_PREFIX}{run_id}"
+
+
 def plan_container(pod: Mapping[str, Any], node: LocalNode, container_name: str, run_id: str,
                    volume_root: Path, secret: tuple[str, tuple[str, ...]], owner_pid: int) -> ContainerPlan:
     """`secret`: the cluster's Secret name and its keys (files in the local secrets dir)."""
@@ -275,6 +282,7 @@ def plan_container(pod: Mapping[str, Any], node: LocalNode, container_name: str,
     metadata = pod.get("metadata") or {}
     labels = {**(metadata.get("labels") or {}), LABEL_RUN: run_id, LABEL_OWNER_PID: str(owner_pid)}
     argv = ["podman", "run", f"--name={container_name}", "--pull=never", "--network=host",
+            f"--cgroup-parent={cgroup_parent(run_id)}",
             "--pids-limit=-1",  # a pod has no PID limit unless the kubelet sets one
             *security, *resources, *volumes, *env]
     argv += [f"--label={k}={v}" for k, v in labels.items()]
