@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+
+from rayguard_node.cgroup.scratch import memory_cgroup_of
 
 from .cgroups import make_cgroup, scratch_parent  # noqa: F401  (fixtures)
 
@@ -84,3 +87,20 @@ def test_a_kill_in_a_container_is_counted_and_detect_reports_it(make_cgroup):
     detection = json.loads(_run_in(container, [sys.executable, "-m", "rayguard_node", "detect", "--json"]))
     assert detection["limit_bytes"] == 64 * MiB
     assert detection["oom_kill_count"] == 1
+
+
+def test_another_processs_memory_cgroup_is_found_from_our_view(make_cgroup):
+    """What --runtime podman reads a container's OOM counter from: the cgroup of a process in
+    a child cgroup, found through this process's mounts; None once the process is gone."""
+    cg = make_cgroup(256 * 1024 * 1024)
+    child = subprocess.Popen(cg.command(["sleep", "30"]))
+    try:
+        deadline = time.monotonic() + 10
+        while child.pid not in cg.pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = memory_cgroup_of(child.pid)
+        assert found is not None and found.directory == cg.directory and found.version == cg.version
+    finally:
+        child.kill()
+        child.wait()
+    assert memory_cgroup_of(child.pid) is None

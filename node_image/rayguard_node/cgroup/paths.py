@@ -183,15 +183,17 @@ def locate_controller(
     procfs_root: Path = Path("/proc"),
     sysfs_root: Path = Path("/sys"),
     pid: str = "self",
+    mounts_of: str | None = None,
 ) -> CgroupLocation | None:
     """Find the cgroup of `pid` for a controller (`memory`, `cpu`); None when absent.
 
     A v1 hierarchy carrying the controller wins. That is how hybrid hosts work: the
     unified (v2) mount there has no memory controller, so its `cgroup.controllers`
-    does not list it.
+    does not list it. `mounts_of`: whose mounts to find it through (default: `pid`'s own;
+    "self" finds another process's cgroup, a container's, from this process's view).
     """
     cgroup_file = procfs_root / pid / "cgroup"
-    mountinfo_file = procfs_root / pid / "mountinfo"
+    mountinfo_file = procfs_root / (mounts_of or pid) / "mountinfo"
     try:
         memberships = parse_proc_cgroup(read_text(cgroup_file), str(cgroup_file))
         mounts = parse_mountinfo(read_text(mountinfo_file, MOUNTINFO_MAX_BYTES), str(mountinfo_file))

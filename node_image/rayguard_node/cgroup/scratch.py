@@ -28,6 +28,7 @@ from rayguard_node.cgroup.delegation import Delegation, delegate, undo, why_not_
 from rayguard_node.cgroup.files import MEMORY_FILES, MemoryUsage, UsageReader, read_oom_kill_count
 from rayguard_node.cgroup.paths import V1, V2, locate_controller
 from rayguard_node.cgroup.processes import read_procs
+from rayguard_node.errors import RayguardError
 
 V1_MEMORY_MOUNT = Path("/sys/fs/cgroup/memory")
 CGROUP2_MOUNT = Path("/sys/fs/cgroup")
@@ -54,6 +55,16 @@ def own_memory_cgroup() -> Path | None:
     """The directory of this process's memory cgroup, v1 or v2, if it has one."""
     location = locate_controller("memory")
     return None if location is None else location.directory
+
+
+def memory_cgroup_of(pid: int) -> "MemoryCgroup | None":
+    """Another process's memory cgroup (a container's), as this process's mounts show it; a
+    view, never removed here. None once the process is gone."""
+    try:
+        location = locate_controller("memory", pid=str(pid), mounts_of="self")
+    except (OSError, RayguardError):
+        return None
+    return None if location is None else MemoryCgroup(location.directory, location.version)
 
 
 def why_not_writable() -> str | None:

@@ -30,7 +30,7 @@ from rayguard_operator import names
 from rayguard_operator.local.autoscaling import (STATUS_FAILED, STATUS_PENDING, STATUS_UP, LocalAutoscaling,
                                                  LocalNodeState, LocalScaler, LocalTarget, bounds_of,
                                                  config_from_items, node_ip)
-from rayguard_operator.local.pods import LocalNode, LocalPorts, local_node, local_pod_names
+from rayguard_operator.local.pods import LocalNode, LocalPorts, local_node, local_pod_names, next_local_name
 from rayguard_operator.local.ports import free_port
 from rayguard_operator.local.runtime import NodeHandle, PodRuntime
 from rayguard_operator.local.runtime_process import ProcessRuntime
@@ -56,6 +56,7 @@ class LocalPod:
     ready: bool = False
     started_at: float = 0.0
     stopped_by_us: bool = False  # stopped on the autoscaler's request: removed once it exits
+    ip: str = "127.0.0.1"  # the node's loopback address
 
     def http_ok(self, path: str) -> bool:
         try:
@@ -117,11 +118,6 @@ class LocalCluster:
         pods.sort(key=lambda pod: pod["metadata"]["labels"][names.LABEL_NODE_TYPE] != names.HEAD)
         return list(zip(pods, local_pod_names(pods)))
 
-    def _local_name(self, pod: Mapping[str, Any]) -> str:
-        prefix = str(pod["metadata"]["name"]).split("<", 1)[0]
-        index = self._names.get(prefix, 0)
-        self._names[prefix] = index + 1
-        return f"{prefix}{index}"
 
     def check(self) -> None:
         """The runtime refuses, before anything starts, a pod it cannot run as specified."""
@@ -134,7 +130,7 @@ class LocalCluster:
         ensure_secret(self.secrets_dir / names.SECRET_KEY_RAY_TOKEN, "Ray auth token")
         ensure_secret(self.secrets_dir / names.SECRET_KEY_REDIS_PASSWORD, "Redis password")
         for pod, _ in self.rendered_pods():
-            self._start(pod, self._local_name(pod))
+            self._start(pod, next_local_name(pod, self._names))
             if self.pods[-1].node.role == names.HEAD:
                 self._wait_ready(self.pods[-1])
         for local_pod in self.pods[1:]:
@@ -158,13 +154,14 @@ class LocalCluster:
         logs.mkdir(parents=True, exist_ok=True)
         # Ray's temp dir (its logs; memray profiles while the pod runs) is found from the run dir.
         (logs / RAY_TEMP_LINK).symlink_to(node.env[S.RAY_TEMP_DIR.env], target_is_directory=True)
-        self.pods.append(LocalPod(node, ports, self.runtime.start(pod, node, logs), started_at=time.monotonic()))
+        self.pods.append(LocalPod(node, ports, self.runtime.start(pod, node, logs), started_at=time.monotonic(),
+                                  ip=ip))
         return self.pods[-1]
 
     def start_worker(self, group: str) -> None:
         """One more pod of a worker group (the autoscaler asked)."""
         template = self.templates[group]
-        self._start(template, self._local_name(template))
+        self._start(template, next_local_name(template, self._names))
 
     def stop_pod(self, name: str) -> None:
         """SIGTERM to one pod's runtime (it stops Ray in order); `poll` removes it once it exited."""
@@ -183,8 +180,7 @@ class LocalCluster:
         return groups
 
     def node_states(self) -> list[LocalNodeState]:
-        return [LocalNodeState(pod.node.name, pod.node.group, pod.node.role == names.HEAD,
-                               json.loads(pod.node.env[S.RAY_START_PARAMS.env])["node-ip-address"],
+        return [LocalNodeState(pod.node.name, pod.node.group, pod.node.role == names.HEAD, pod.ip,
                                STATUS_FAILED if pod.process.poll() is not None else
                                STATUS_UP if pod.ready else STATUS_PENDING)
                 for pod in self.pods if not pod.stopped_by_us]

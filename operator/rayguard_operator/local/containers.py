@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from rayguard_node.cgroup.scratch import MemoryCgroup
+from rayguard_node.cgroup.scratch import MemoryCgroup, memory_cgroup_of
 from rayguard_node.contract import settings as S
 from rayguard_node.errors import RayguardError
 
@@ -58,27 +58,6 @@ def podman_problem() -> str | None:
     runtime_path = info.stdout.split()[-1] if info.stdout.split() else ""
     if not runtime_path or not Path(runtime_path).exists():
         return f"podman's OCI runtime is missing ({info.stdout.strip() or 'none'}): apt-get install runc"
-    return None
-
-
-def memory_cgroup_of(pid: int) -> MemoryCgroup | None:
-    """`pid`'s memory cgroup (a view, never removed here) as this process's mounts show it, None
-    once it is gone: the v1 hierarchy with the memory controller where there is one (hybrid
-    hosts), else v2."""
-    try:
-        memberships = [line.split(":", 2) for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()]
-        mounts = [line.split(" ") for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    except OSError:
-        return None
-    for version in (1, 2):
-        member = next((m[2] for m in memberships if len(m) == 3 and (
-            "memory" in m[1].split(",") if version == 1 else m[0] == "0")), None)
-        for fields in reversed(mounts):  # the last mount at a place is the one in effect
-            fstype, options = fields[fields.index("-") + 1], fields[-1].split(",")
-            root, mount_point = fields[3], fields[4]
-            wanted = fstype == "cgroup" and "memory" in options if version == 1 else fstype == "cgroup2"
-            if member is not None and wanted and (member + "/").startswith(root.rstrip("/") + "/"):
-                return MemoryCgroup(Path(mount_point) / member[len(root.rstrip("/")):].lstrip("/"), version)
     return None
 
 

@@ -100,12 +100,15 @@ def local_node(pod: Mapping[str, Any], pod_name: str, ports: LocalPorts, head_po
     return LocalNode(pod_name, role, group, limit_bytes, env)
 
 
+def next_local_name(pod: Mapping[str, Any], counters: dict[str, int]) -> str:
+    """A readable, stable name in place of the API server's random suffix: the pod's prefix
+    and the next index `counters` (per prefix, updated) gives it."""
+    prefix = str(pod["metadata"]["name"]).split("<", 1)[0]
+    counters[prefix] = counters.get(prefix, 0) + 1
+    return f"{prefix}{counters[prefix] - 1}"
+
+
 def local_pod_names(pods: list[Mapping[str, Any]]) -> list[str]:
-    """Readable, stable names in place of the API server's random suffixes."""
+    """The local names of pods rendered together."""
     counters: dict[str, int] = {}
-    result = []
-    for pod in pods:
-        prefix = str(pod["metadata"]["name"]).split("<", 1)[0]
-        counters[prefix] = counters.get(prefix, -1) + 1
-        result.append(f"{prefix}{counters[prefix]}")
-    return result
+    return [next_local_name(pod, counters) for pod in pods]
